@@ -1,0 +1,139 @@
+"""Activation: load the config now, patch TensorFlow whenever it is (or was) imported.
+
+Configuration errors raise here, synchronously, in ``import convfix.auto`` or
+``convfix.patch()``. Everything that runs inside the post-import hooks is guarded: an
+exception there would break the user's ``import tensorflow``, so it is reported instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+import wrapt
+
+from convfix import events, state
+from convfix.config import Config, load_config
+
+_hooks_registered = False
+
+
+def activate(config_path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and apply the configuration, then patch TensorFlow now or at its import."""
+    global _hooks_registered
+    config = load_config(config_path)  # ConfigError propagates: fail at start-up
+    state.set_config(config)
+    events.configure(config.events)
+    if not _hooks_registered:
+        _hooks_registered = True
+        # wrapt runs a hook at once if the module is already imported, else after import.
+        wrapt.register_post_import_hook(_on_tensorflow, "tensorflow")
+        wrapt.register_post_import_hook(_on_keras, "keras")
+    else:
+        if "tensorflow" in sys.modules:
+            _on_tensorflow(sys.modules["tensorflow"])
+        if "keras" in sys.modules:
+            _on_keras(sys.modules["keras"])
+    return config
+
+
+def deactivate() -> int:
+    """Restore TensorFlow's original functions; returns how many were restored."""
+    state.flags.active = False
+    if "convfix.integrations.tensorflow" not in sys.modules:
+        return 0
+    from convfix.integrations import tensorflow as tf_integration
+
+    return tf_integration.unpatch_tensorflow()
+
+
+def _on_tensorflow(module: ModuleType) -> None:
+    try:
+        _patch_tensorflow(module)
+    except Exception as error:  # never break the user's import
+        _loud(
+            events.INTERNAL_ERROR,
+            f"patching TensorFlow failed ({type(error).__name__}: {error}); "
+            "convolutions run without convfix",
+            stage="patch",
+            error_type=type(error).__name__,
+        )
+
+
+def _patch_tensorflow(module: ModuleType) -> None:
+    from convfix.integrations import tensorflow as tf_integration
+
+    version = getattr(module, "__version__", "unknown")
+    supported = tf_integration.SUPPORTED_TF
+    found = tf_integration.tf_version()
+    if found is None or not supported[0] <= found <= supported[1]:
+        _loud(
+            events.UNSUPPORTED,
+            f"TensorFlow {version} is outside the supported range "
+            f"{'.'.join(map(str, supported[0]))}-{'.'.join(map(str, supported[1]))}.x; "
+            "convfix patches what it finds, untested",
+            component="tensorflow",
+            version=version,
+        )
+    if tf_integration.is_patched():
+        return
+    done = tf_integration.patch_tensorflow()
+    if not done:
+        _loud(
+            events.UNSUPPORTED,
+            f"found no convolution functions to patch in TensorFlow {version}; "
+            "convfix is inactive",
+            component="tensorflow",
+            version=version,
+        )
+        return
+    caps = tf_integration.caps
+    events.emit(
+        events.PATCHED,
+        tensorflow=version,
+        targets=sorted({f"{p.module.__name__}.{p.attribute}" for p in done}),
+        onednn=bool(caps and caps.onednn),
+        mode=state.config().mode,
+    )
+
+
+def _on_keras(module: ModuleType) -> None:
+    try:
+        _check_keras(module)
+    except Exception as error:
+        _loud(
+            events.INTERNAL_ERROR,
+            f"inspecting Keras failed ({type(error).__name__}: {error})",
+            stage="keras",
+            error_type=type(error).__name__,
+        )
+
+
+def _check_keras(module: ModuleType) -> None:
+    version = getattr(module, "__version__", "unknown")
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
+    backend = module.backend.backend() if hasattr(module, "backend") else "unknown"
+    if legacy or not version.startswith("3.") or backend != "tensorflow":
+        why = "TF_USE_LEGACY_KERAS is set" if legacy else f"Keras {version}, backend {backend}"
+        _loud(
+            events.UNSUPPORTED,
+            f"{why}: convfix supports Keras 3 on the TensorFlow backend; Keras layers are "
+            "not covered (tf.nn calls still are)",
+            component="keras",
+            version=version,
+            backend=backend,
+        )
+        return
+    from convfix.integrations import tensorflow as tf_integration
+
+    variable = getattr(getattr(module, "src", None), "backend", None)
+    variable_type = getattr(variable, "Variable", None)
+    if tf_integration.caps is not None and isinstance(variable_type, type):
+        tf_integration.caps.keras_variable = variable_type
+
+
+def _loud(event: str, message: str, **fields: object) -> None:
+    """Say it in the event log and on stderr: a silent no-op is the worst failure here."""
+    sys.stderr.write(f"convfix: {message}\n")
+    events.emit(event, level="warning", message=message, **fields)

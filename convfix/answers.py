@@ -1,0 +1,77 @@
+"""Answers the guard gives without dispatching: an empty input has a known empty result.
+
+TF 2.21's oneDNN kernels return an empty tensor with the *input's* channel count for an
+input with a zero-sized dimension; the right answer is computable from shapes alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from convfix.call import Call
+from convfix.geometry import (
+    effective_kernel,
+    explicit_pads,
+    output_size,
+    per_spatial,
+    static_shape,
+)
+from convfix.guard import spatial_rank
+
+
+def empty_output_shape(call: Call) -> list[int] | None:
+    """The shape TensorFlow's reference kernels give this empty call; None when it cannot
+    be known statically or TensorFlow would refuse the call (channel mismatch)."""
+    x_shape = static_shape(call.input)
+    f_shape = static_shape(call.filter)
+    if x_shape is None or f_shape is None or None in x_shape or None in f_shape:
+        return None
+    spatial = spatial_rank(call, f_shape, x_shape)
+    if spatial is None:
+        return None
+    channels_last = call.channels_last()
+    channels = x_shape[-1] if channels_last else x_shape[-spatial - 1]
+    out_channels = _out_channels(call, f_shape, channels)
+    strides = per_spatial(call.strides, spatial, channels_last)
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    if out_channels is None or strides is None or dilations is None:
+        return None
+    padding = call.padding
+    pads = explicit_pads(padding, spatial, channels_last)
+    kernel = effective_kernel(f_shape[:spatial], dilations)
+    sizes = x_shape[-spatial - 1 : -1] if channels_last else x_shape[-spatial:]
+    out: list[int] = []
+    for i, size in enumerate(sizes):
+        how = pads[i] if pads else (padding.upper() if isinstance(padding, str) else None)
+        if how is None:
+            return None
+        value = output_size(size, kernel[i], strides[i], how)
+        if value is None or value < 0:
+            return None
+        out.append(value)
+    batch = [int(d) for d in x_shape[: len(x_shape) - spatial - 1]]
+    return [*batch, *out, out_channels] if channels_last else [*batch, out_channels, *out]
+
+
+def _out_channels(call: Call, f_shape: list[int | None], channels: int | None) -> int | None:
+    f_in, f_out = f_shape[-2], f_shape[-1]
+    if channels is None or f_in is None or f_out is None or f_in == 0:
+        return None
+    if call.spec.kind == "conv":
+        return f_out if channels % f_in == 0 else None
+    if channels != f_in:
+        return None
+    if call.spec.kind == "depthwise":
+        return f_in * f_out
+    pointwise = static_shape(call.pointwise_filter)
+    return None if not pointwise or pointwise[-1] is None else int(pointwise[-1])
+
+
+def empty_result(call: Call, shape: list[int]) -> Any:
+    """Zeros of ``shape``, still connected to input and filter so gradients are zeros
+    rather than None (an optimizer expects a gradient for every variable it trains)."""
+    x = tf.convert_to_tensor(call.input)
+    link = tf.reduce_sum(x) * 0 + tf.reduce_sum(tf.cast(call.filter, x.dtype)) * 0
+    return tf.zeros(shape, x.dtype) + link

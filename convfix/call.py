@@ -1,0 +1,111 @@
+"""The bound call: one convolution's arguments, as the user gave them, by role.
+
+Binding happens only off the fast path (see integrations/entry.py): a call that the
+cheap check proves healthy is never bound.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from convfix.ops import OpSpec, default_data_format
+
+Shape = list[int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One convolution call: the op, its arguments by name, and their roles."""
+
+    spec: OpSpec
+    arguments: Mapping[str, Any]  # every parameter, defaults filled in
+    input_name: str
+    filter_name: str
+    graph: bool = False  # traced inside tf.function (no eager values)
+    layer: str | None = None  # the Keras layer making the call, where there is one
+    notes: tuple[str, ...] = field(default=())  # repairs applied so far, for events
+
+    @property
+    def input(self) -> Any:
+        return self.arguments[self.input_name]
+
+    @property
+    def filter(self) -> Any:
+        return self.arguments[self.filter_name]
+
+    @property
+    def padding(self) -> Any:
+        return self.arguments.get(self.spec.padding_param)
+
+    @property
+    def strides(self) -> Any:
+        param = self.spec.strides_param
+        return self.arguments.get(param) if param else None
+
+    @property
+    def dilations(self) -> Any:
+        for name in self.spec.dilations_params:
+            value = self.arguments.get(name)
+            if value is not None:
+                return value
+        return None
+
+    @property
+    def data_format(self) -> str | None:
+        value = self.arguments.get(self.spec.data_format_param)
+        return value if isinstance(value, str) else None
+
+    @property
+    def pointwise_filter(self) -> Any:
+        param = self.spec.pointwise_param
+        return self.arguments.get(param) if param else None
+
+    def channels_last(self) -> bool:
+        fmt = self.data_format
+        return fmt is None or not fmt.upper().startswith("NC")
+
+    def format_name(self, spatial: int) -> str:
+        return self.data_format or default_data_format(spatial)
+
+    def replace(self, **arguments: Any) -> Call:
+        """A copy with some arguments changed, by parameter name ("input" and "filter"
+        also name the roles, whatever the op calls them)."""
+        roles = {"input": self.input_name, "filter": self.filter_name}
+        merged = dict(self.arguments)
+        for key, value in arguments.items():
+            merged[roles.get(key, key)] = value
+        return Call(
+            self.spec, merged, self.input_name, self.filter_name, self.graph, self.layer, self.notes
+        )
+
+
+class Binder:
+    """Binds positional and keyword arguments of one function to a Call."""
+
+    __slots__ = ("_signature", "spec")
+
+    def __init__(self, spec: OpSpec, function: Callable[..., Any]) -> None:
+        self.spec = spec
+        self._signature = inspect.signature(function)
+
+    def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Call:
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        input_name = _first_given(arguments, self.spec.input_params)
+        filter_name = _first_given(arguments, self.spec.filter_params)
+        return Call(self.spec, arguments, input_name, filter_name)
+
+    def dispatch(self, function: Callable[..., Any], call: Call) -> Any:
+        """Call ``function`` with the call's arguments, by keyword."""
+        return function(**call.arguments)
+
+
+def _first_given(arguments: Mapping[str, Any], names: tuple[str, ...]) -> str:
+    for name in names:
+        if arguments.get(name) is not None:
+            return name
+    return names[0]

@@ -1,0 +1,127 @@
+"""The guard: shapes TensorFlow would crash on or answer wrongly, found before dispatch.
+
+Always on (unless mode = "off"). It reports structural problems; a policy may own the
+repair (batch_dim, padding); what nobody repairs and is unsafe is refused by the pipeline.
+
+Which calls are unsafe depends on the build: TF 2.21's oneDNN kernels (on by default on
+Intel x86-64 Linux, off on AMD; TF_ENABLE_ONEDNN_OPTS overrides) abort on a wrong input
+rank and answer an empty input or a kernel larger than a VALID input with a tensor of the
+wrong shape. Without oneDNN, TensorFlow raises its own errors for the same calls (measured:
+docs/tf-behaviour.md).
+"""
+
+from __future__ import annotations
+
+from convfix.call import Call
+from convfix.geometry import (
+    Shape,
+    effective_kernel,
+    explicit_pads,
+    per_spatial,
+    static_shape,
+)
+from convfix.ops import default_data_format
+from convfix.policies.base import Hazard, Problem
+
+
+def spatial_rank(call: Call, filter_shape: Shape | None, input_shape: Shape | None) -> int | None:
+    """N for an N-d convolution: from the op, else from the filter, else the input."""
+    if call.spec.spatial is not None:
+        return call.spec.spatial
+    if filter_shape is not None:
+        return len(filter_shape) - 2
+    if input_shape is not None:
+        return len(input_shape) - 2
+    return None
+
+
+def inspect(call: Call, onednn: bool) -> list[Problem]:
+    """Structural problems of ``call`` (empty list: nothing the guard objects to)."""
+    x_shape = static_shape(call.input)
+    f_shape = static_shape(call.filter)
+    spatial = spatial_rank(call, f_shape, x_shape)
+    if x_shape is None or spatial is None or spatial not in (1, 2, 3):
+        return []  # unknown rank: TensorFlow validates at run time (see docs on graphs)
+    bad_rank: Hazard = "abort" if onednn else "answered"
+    wanted = spatial + 2
+    rank = len(x_shape)
+    layout = default_data_format(spatial) if call.channels_last() else call.format_name(spatial)
+    if rank == wanted - 1:
+        return [
+            Problem(
+                "missing_batch_dim",
+                "batch_dim",
+                bad_rank,
+                f"{call.spec.name}: input has shape {x_shape} (rank {rank}); it needs rank "
+                f"{wanted} ({layout}): the batch dimension is missing. Pass input[None] "
+                "or a batch of inputs",
+                {"input_shape": x_shape},
+            )
+        ]
+    if rank < wanted or (rank > wanted and not call.spec.extra_batch_dims):
+        return [
+            Problem(
+                "bad_input_rank",
+                "guard",
+                bad_rank if rank < wanted else ("garbage" if onednn else "answered"),
+                f"{call.spec.name}: input has shape {x_shape} (rank {rank}); it needs rank "
+                f"{wanted} ({layout})",
+                {"input_shape": x_shape},
+            )
+        ]
+    if call.spec.kind == "transpose" or f_shape is None or len(f_shape) != wanted:
+        return []  # TensorFlow checks filter ranks itself; transposes take output_shape
+    return _fit_problems(call, x_shape, f_shape, spatial, onednn)
+
+
+def _fit_problems(
+    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, onednn: bool
+) -> list[Problem]:
+    channels_last = call.channels_last()
+    batch_dims = len(x_shape) - spatial - 1
+    sizes = x_shape[batch_dims : batch_dims + spatial] if channels_last else x_shape[-spatial:]
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    padding = call.padding
+    pads = explicit_pads(padding, spatial, channels_last)
+    if dilations is not None and (pads is not None or _is_valid(padding)):
+        kernel = effective_kernel(f_shape[:spatial], dilations)
+        padded = [
+            None if s is None else s + (lo + hi if pads else 0)
+            for s, (lo, hi) in zip(sizes, pads or [(0, 0)] * spatial)
+        ]
+        too_small = [
+            i for i, (s, k) in enumerate(zip(padded, kernel)) if s is not None and k is not None
+            and 0 < s < k
+        ]
+        if too_small:
+            return [
+                Problem(
+                    "kernel_larger_than_input",
+                    "padding",
+                    "garbage" if onednn else "answered",
+                    f"{call.spec.name}: input spatial size {sizes} is smaller than the "
+                    f"{'dilated ' if any(d > 1 for d in dilations) else ''}kernel "
+                    f"{kernel} with padding {padding!r}; each spatial size must be at least "
+                    "the kernel's (or use padding 'SAME')",
+                    {"input_shape": x_shape, "filter_shape": f_shape, "padding": _show(padding)},
+                )
+            ]
+    if onednn and any(d == 0 for d in x_shape):
+        return [
+            Problem(
+                "empty_input",
+                "guard",
+                "garbage",
+                f"{call.spec.name}: input has shape {x_shape}, which holds no elements",
+                {"input_shape": x_shape},
+            )
+        ]
+    return []
+
+
+def _is_valid(padding: object) -> bool:
+    return isinstance(padding, str) and padding.upper() == "VALID"
+
+
+def _show(padding: object) -> object:
+    return padding if isinstance(padding, str) else str(padding)

@@ -1,0 +1,1 @@
+"""What convfix wraps in TensorFlow and Keras, and how it is patched and unpatched."""

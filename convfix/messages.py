@@ -1,0 +1,56 @@
+"""The words of ConvFixError: what is wrong, what would fix it, and the TOML key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from convfix.call import Call
+from convfix.errors import ConvFixError
+from convfix.policies.base import Policy, Problem
+
+_CONSEQUENCE = {
+    "abort": "TensorFlow's oneDNN kernels abort the whole process on this call",
+    "garbage": "TensorFlow would silently return a result of the wrong shape",
+    "answered": "TensorFlow rejects this call",
+}
+
+# What each policy does, for messages about policies that are off or not yet built.
+_WOULD = {
+    "batch_dim": "add the batch dimension, run, and take it off the result",
+    "padding": "switch to padding 'SAME' (or zero-pad to fit the kernel)",
+    "layout": "transpose the filter or input into the layout data_format names",
+    "dtype": "cast the operands to one dtype",
+}
+
+
+def _fix(call: Call, problem: Problem, policy: Policy | None) -> str:
+    if policy is not None:
+        return policy.describe(call, problem)
+    return _WOULD.get(problem.owner, "")
+
+
+def _key(problem: Problem) -> str:
+    return f'policies.{problem.owner}.mode = "fix"'
+
+
+def refusal(call: Call, problem: Problem, policy: Policy | None) -> ConvFixError:
+    """The error for an unsafe call no enabled policy repairs."""
+    text = f"convfix refused {problem.message}. {_CONSEQUENCE[problem.hazard]}."
+    if problem.owner != "guard":
+        text += f" To repair it automatically ({_fix(call, problem, policy)}), set {_key(problem)}"
+        text += " in convfix.toml."
+    return ConvFixError(text)
+
+
+def strict_message(call: Call, problems: list[Problem], policies: Mapping[str, Policy]) -> str:
+    """Strict mode: every problem found, each with the fix and the key that enables it."""
+    lines = [f"convfix (strict) stopped {call.spec.name}: {len(problems)} problem(s) found"]
+    for problem in problems:
+        line = f"- {problem.reason}: {problem.message}."
+        if problem.owner != "guard":
+            line += f" Fix: {_fix(call, problem, policies.get(problem.owner))}; enable with "
+            line += f"{_key(problem)}."
+        else:
+            line += f" {_CONSEQUENCE[problem.hazard]}; convfix's guard answers it in fix mode."
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,254 @@
+"""The one data path for a call the fast check could not clear:
+
+    bind -> guard -> policies (in order) -> dispatch -> recovery -> events
+
+Everything here runs off the hot path. A bug in convfix never breaks a call TensorFlow
+could have answered: it falls back to the original call (once) and logs
+``convfix.internal_error``; where the call is unsafe to dispatch, ConvFixError instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import tensorflow as tf
+
+from convfix import events, guard, state
+from convfix.answers import empty_output_shape, empty_result
+from convfix.call import Binder, Call
+from convfix.config import Config
+from convfix.errors import ConvFixError
+from convfix.integrations import keras_context
+from convfix.messages import refusal, strict_message
+from convfix.policies import Policy, Problem, Repair, build, rank
+
+_MAX_STEPS = 8  # each repair removes one problem; more steps than policies means a loop
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One wrapped function: its original and how to bind its arguments."""
+
+    original: Callable[..., Any]
+    binder: Binder
+    onednn: bool
+
+
+@functools.lru_cache(maxsize=32)  # configs are frozen and hashable; overrides make new ones
+def policies_for(config: Config) -> dict[str, Policy]:
+    return build(config)
+
+
+def find_problems(call: Call, policies: Mapping[str, Policy], onednn: bool) -> list[Problem]:
+    """Every problem of ``call`` the guard and the enabled policies see, in run order."""
+    problems = guard.inspect(call, onednn)
+    for policy in policies.values():
+        found = policy.detect(call)
+        if found is not None:
+            problems.append(found)
+    return sorted(problems, key=rank)
+
+
+def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run one call through the pipeline and return its result."""
+    config = state.config()
+    try:
+        call = target.binder.bind(args, kwargs)
+        call = replace(call, graph=not tf.executing_eagerly(), layer=keras_context.layer_name())
+        policies = policies_for(config)
+        problems = find_problems(call, policies, target.onednn)
+    except Exception as bug:  # convfix's own bug: the guard could not class the call
+        return _fall_back(target, args, kwargs, bug, safe=None)
+    if not problems:
+        return target.original(*args, **kwargs)
+    if any(_mode(config, p) == "strict" for p in problems):
+        _raise_strict(target, args, kwargs, call, problems, policies)
+    try:
+        return _repair_and_run(target, args, kwargs, call, problems, config, policies)
+    except _Bug as wrapped:
+        return _fall_back(target, args, kwargs, wrapped.bug, safe=wrapped.safe)
+
+
+class _Bug(Exception):
+    """A convfix bug caught before dispatch, with what the guard knew about safety."""
+
+    def __init__(self, bug: Exception, safe: bool) -> None:
+        super().__init__(str(bug))
+        self.bug, self.safe = bug, safe
+
+
+def _mode(config: Config, problem: Problem) -> str:
+    if problem.owner == "guard":  # always on: its answers do not depend on a policy
+        return config.mode
+    return config.policy_mode(problem.owner)
+
+
+def _repair_and_run(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    call: Call,
+    problems: list[Problem],
+    config: Config,
+    policies: Mapping[str, Policy],
+) -> Any:
+    safe = not any(p.unsafe for p in problems)
+    repairs: list[tuple[Problem, Repair]] = []
+    handled: set[str] = set()
+    current = call
+    try:
+        for _ in range(_MAX_STEPS):
+            pending = [p for p in problems if p.reason not in handled]
+            if not pending:
+                break
+            problem = pending[0]
+            handled.add(problem.reason)
+            policy = policies.get(problem.owner)
+            mode = _mode(config, problem)
+            if problem.reason == "empty_input":
+                return _answer_empty(current, problem, mode, repairs)
+            if policy is None or mode == "off" or mode == "warn":
+                if mode == "warn":
+                    _record(events.WARNING, current, problem, mode, "none", {})
+                if problem.unsafe:
+                    raise refusal(current, problem, policy)
+                continue
+            repair = policy.apply(current, problem)
+            repairs.append((problem, repair))
+            current = repair.call
+            problems = find_problems(current, policies, target.onednn)
+    except ConvFixError:
+        raise
+    except Exception as bug:
+        raise _Bug(bug, safe) from bug
+    return _dispatch(target, args, kwargs, call, current, repairs, safe, config)
+
+
+def _dispatch(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    call: Call,
+    current: Call,
+    repairs: list[tuple[Problem, Repair]],
+    safe: bool,
+    config: Config,
+) -> Any:
+    if not repairs:
+        return target.original(*args, **kwargs)
+    try:
+        result = target.binder.dispatch(target.original, current)
+    except (tf.errors.OpError, TypeError, ValueError) as error:
+        for problem, repair in repairs:
+            _record(events.INTERVENTION, call, problem, _mode(config, problem), repair.action,
+                    repair.after, outcome="fix_failed", error_type=type(error).__name__)
+        if safe:
+            # A failed fix re-raises TensorFlow's own error for the call as the user made it.
+            return target.original(*args, **kwargs)
+        raise
+    for problem, repair in reversed(repairs):
+        if repair.finish is not None:
+            try:
+                result = repair.finish(result)
+            except Exception as bug:
+                raise ConvFixError(
+                    f"convfix: {call.spec.name}: finishing the {problem.owner} repair failed "
+                    "(a convfix bug; please report it)"
+                ) from bug
+    for problem, repair in repairs:
+        _record(events.INTERVENTION, call, problem, _mode(config, problem), repair.action,
+                repair.after)
+    return result
+
+
+def _answer_empty(
+    call: Call, problem: Problem, mode: str, repairs: list[tuple[Problem, Repair]]
+) -> Any:
+    shape = empty_output_shape(call)
+    if shape is None:
+        raise refusal(call, problem, None)
+    result = empty_result(call, shape)
+    for earlier, repair in repairs:
+        _record(events.INTERVENTION, call, earlier, mode, repair.action, repair.after)
+    _record(events.INTERVENTION, call, problem, mode, "answer_empty", {"output_shape": shape})
+    return result
+
+
+def _raise_strict(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    call: Call,
+    problems: list[Problem],
+    policies: Mapping[str, Policy],
+) -> None:
+    message = strict_message(call, problems, policies)
+    if any(p.unsafe for p in problems):
+        raise ConvFixError(message)
+    try:  # TensorFlow answers this call itself: chain its own error to ours
+        target.original(*args, **kwargs)
+    except Exception as tf_error:
+        raise ConvFixError(message) from tf_error
+    raise ConvFixError(message)
+
+
+def _fall_back(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    bug: Exception,
+    safe: bool | None,
+) -> Any:
+    if safe is None:
+        safe = _plainly_safe(target, args, kwargs)
+    events.emit(
+        events.INTERNAL_ERROR,
+        level="error",
+        error_type=type(bug).__name__,
+        error=str(bug)[:200],
+        fell_back=safe,
+    )
+    if not safe:
+        raise ConvFixError(
+            "convfix: an internal error stopped the checks on a call TensorFlow may crash "
+            "on, so it was not run (a convfix bug; please report it with the event log)"
+        ) from bug
+    return target.original(*args, **kwargs)
+
+
+def _plainly_safe(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Without the oneDNN hazards, every call is one TensorFlow answers itself."""
+    if not target.onednn:
+        return True
+    try:
+        call = target.binder.bind(args, kwargs)
+        return not any(p.unsafe for p in guard.inspect(call, target.onednn))
+    except Exception:
+        return False
+
+
+def _record(
+    event: str,
+    call: Call,
+    problem: Problem,
+    mode: str,
+    action: str,
+    after: Mapping[str, Any],
+    **fields: Any,
+) -> None:
+    events.record(
+        event,
+        policy=problem.owner,
+        op=call.spec.name,
+        action=action,
+        mode=mode,
+        reason=problem.reason,
+        before=dict(problem.before),
+        after=dict(after),
+        graph=call.graph,
+        layer=call.layer,
+        **fields,
+    )

@@ -1,0 +1,86 @@
+"""What convfix is doing right now: the active config, overrides, and the per-thread depth.
+
+Kept apart from the pipeline so that the hot path reads a few plain attributes and
+nothing else; importing this module is cheap (no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+from collections.abc import Iterator, Mapping
+
+from convfix.config import Config, apply_overrides
+
+
+class Flags:
+    """Plain attributes the hot path reads: one lookup each, no locking needed."""
+
+    __slots__ = ("active", "overrides", "patched")
+
+    def __init__(self) -> None:
+        self.active = False  # a config is loaded and its mode is not "off"
+        self.overrides = 0  # blocks inside convfix.override(...) anywhere in the process
+        self.patched = False
+
+
+class _Depth(threading.local):
+    # > 0 while this thread is inside a convfix entry: inner wrappers pass straight through,
+    # so a call is handled once, not once per layer of TensorFlow it passes through.
+    depth = 0
+
+
+flags = Flags()
+local = _Depth()
+_config: Config | None = None
+_override: contextvars.ContextVar[Config | None] = contextvars.ContextVar(
+    "convfix_override", default=None
+)
+_lock = threading.Lock()
+
+
+def set_config(config: Config) -> None:
+    """Make ``config`` the process-wide configuration."""
+    global _config
+    _config = config
+    flags.active = config.mode != "off"
+
+
+def config() -> Config:
+    """The configuration in force for the current thread or task."""
+    overridden = _override.get() if flags.overrides else None
+    if overridden is not None:
+        return overridden
+    return _config if _config is not None else Config()
+
+
+def enabled() -> bool:
+    """Should a call made now go through convfix at all?"""
+    if flags.overrides:
+        return config().mode != "off"
+    return flags.active
+
+
+@contextlib.contextmanager
+def override(
+    mode: str | None = None,
+    policies: Mapping[str, str | Mapping[str, object]] | None = None,
+) -> Iterator[Config]:
+    """Change convfix's behaviour for the code inside the block (this thread or task only).
+
+    ``mode`` sets the top-level mode; ``policies`` maps a policy name to a mode
+    (``{"dtype": "strict"}``) or to its keys (``{"dtype": {"target": "input"}}``).
+    Validated like a config file: a bad value raises ConfigError before the block runs.
+    Inside tf.function the override in force at trace time is baked into the graph.
+    """
+    new = apply_overrides(config(), mode=mode, policies=policies)
+    token = _override.set(new)
+    with _lock:
+        flags.overrides += 1
+    try:
+        yield new
+    finally:
+        _override.reset(token)
+        with _lock:
+            flags.overrides -= 1

@@ -15,6 +15,7 @@ import wrapt
 
 from convfix import events, state
 from convfix.config import Config, load_config
+from convfix.errors import ConfigError
 
 _hooks_registered = False
 
@@ -23,8 +24,13 @@ def activate(config_path: str | os.PathLike[str] | None = None) -> Config:
     """Load and apply the configuration, then patch TensorFlow now or at its import."""
     global _hooks_registered
     config = load_config(config_path)  # ConfigError propagates: fail at start-up
+    try:  # the sink first: if it cannot open, nothing has changed yet
+        events.configure(config.events)
+    except OSError as error:
+        raise ConfigError(
+            f"events.path: cannot open {config.events.path!r} for writing ({error.strerror})"
+        ) from error
     state.set_config(config)
-    events.configure(config.events)
     if not _hooks_registered:
         _hooks_registered = True
         # wrapt runs a hook at once if the module is already imported, else after import.
@@ -82,8 +88,7 @@ def _patch_tensorflow(module: ModuleType) -> None:
     if not done:
         _loud(
             events.UNSUPPORTED,
-            f"found no convolution functions to patch in TensorFlow {version}; "
-            "convfix is inactive",
+            f"found no convolution functions to patch in TensorFlow {version}; convfix is inactive",
             component="tensorflow",
             version=version,
         )

@@ -51,7 +51,7 @@ def empty_output_shape(call: Call) -> list[int] | None:
         if value is None or value < 0:
             return None
         out.append(value)
-    batch = [int(d) for d in x_shape[: len(x_shape) - spatial - 1]]
+    batch = [d for d in x_shape[: len(x_shape) - spatial - 1] if d is not None]
     return [*batch, *out, out_channels] if channels_last else [*batch, out_channels, *out]
 
 

@@ -83,5 +83,5 @@ def output_size(
         return -(-size // stride)
     if kernel is None:
         return None
-    lo, hi = (0, 0) if padding == "VALID" else padding
+    lo, hi = padding if isinstance(padding, tuple) else (0, 0)
     return (size + lo + hi - kernel + stride) // stride

@@ -90,8 +90,9 @@ def _fit_problems(
             for s, (lo, hi) in zip(sizes, pads or [(0, 0)] * spatial)
         ]
         too_small = [
-            i for i, (s, k) in enumerate(zip(padded, kernel)) if s is not None and k is not None
-            and 0 < s < k
+            i
+            for i, (s, k) in enumerate(zip(padded, kernel))
+            if s is not None and k is not None and 0 < s < k
         ]
         if too_small:
             return [

@@ -143,8 +143,16 @@ def _dispatch(
         result = target.binder.dispatch(target.original, current)
     except (tf.errors.OpError, TypeError, ValueError) as error:
         for problem, repair in repairs:
-            _record(events.INTERVENTION, call, problem, _mode(config, problem), repair.action,
-                    repair.after, outcome="fix_failed", error_type=type(error).__name__)
+            _record(
+                events.INTERVENTION,
+                call,
+                problem,
+                _mode(config, problem),
+                repair.action,
+                repair.after,
+                outcome="fix_failed",
+                error_type=type(error).__name__,
+            )
         if safe:
             # A failed fix re-raises TensorFlow's own error for the call as the user made it.
             return target.original(*args, **kwargs)
@@ -159,8 +167,9 @@ def _dispatch(
                     "(a convfix bug; please report it)"
                 ) from bug
     for problem, repair in repairs:
-        _record(events.INTERVENTION, call, problem, _mode(config, problem), repair.action,
-                repair.after)
+        _record(
+            events.INTERVENTION, call, problem, _mode(config, problem), repair.action, repair.after
+        )
     return result
 
 

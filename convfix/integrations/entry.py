@@ -41,7 +41,7 @@ class Capabilities:
         self.filter_types = filter_types
         self.float_ids = float_ids
         self.onednn = onednn
-        self.keras_variable: type | None = None
+        self.keras_variable: Any = None  # Any: a type only known once Keras is imported
 
 
 def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabilities) -> FastCheck:
@@ -65,8 +65,8 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
 
     def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         n = len(args)
-        x = args[i_pos] if n > i_pos else kwargs.get(i_name)
-        f = args[f_pos] if n > f_pos else kwargs.get(f_name)
+        x: Any = args[i_pos] if n > i_pos else kwargs.get(i_name)
+        f: Any = args[f_pos] if n > f_pos else kwargs.get(f_name)
         kind = type(x)
         if kind is not caps.eager and kind is not caps.symbolic:
             return False
@@ -78,7 +78,7 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
         if dtype is not f.dtype or id(dtype) not in caps.float_ids:
             return False
         if w_name is not None:
-            w = args[w_pos] if n > w_pos else kwargs.get(w_name)
+            w: Any = args[w_pos] if n > w_pos else kwargs.get(w_name)
             if type(w) is caps.keras_variable:
                 w = w._value
             if type(w) not in caps.filter_types or w.dtype is not dtype:
@@ -99,8 +99,10 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
             return False
         for d_name in d_names:
             d = args[at[d_name]] if n > at[d_name] else kwargs.get(d_name)
-            if d is not None and d != 1 and not (
-                type(d) in (list, tuple) and all(v == 1 for v in d)
+            if (
+                d is not None
+                and d != 1
+                and not (type(d) in (list, tuple) and all(v == 1 for v in d))
             ):
                 return False
         fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)

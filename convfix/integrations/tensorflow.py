@@ -45,7 +45,10 @@ BACKSTOPS: dict[str, OpSpec] = {
     "conv2d": OpSpec("raw_ops.Conv2D", "conv", 2, **_GEN),  # type: ignore[arg-type]
     "conv3d": OpSpec("raw_ops.Conv3D", "conv", 3, **_GEN),  # type: ignore[arg-type]
     "depthwise_conv2d_native": OpSpec(
-        "raw_ops.DepthwiseConv2dNative", "depthwise", 2, **_GEN  # type: ignore[arg-type]
+        "raw_ops.DepthwiseConv2dNative",
+        "depthwise",
+        2,
+        **_GEN,  # type: ignore[arg-type]
     ),
 }
 

@@ -1,0 +1,330 @@
+"""Structured events: every intervention convfix makes, as a record people read later.
+
+An intervention or warning is written in full the first time its key
+``(callsite, layer, policy, reason)`` is seen; repeats are only counted, and the counts
+go out as a ``convfix.summary`` event every ``summary_interval`` seconds (when they
+changed) and once more at exit. Other events (patched, unsupported, internal errors) are
+written every time.
+
+Writing an event never raises into the caller: a convolution must not fail because a log
+file did. Failed writes are counted, see :func:`dropped`.
+
+Example line (``format = "json"``)::
+
+    {"timestamp": "2026-11-25T06:56:17.123456Z", "level": "info",
+     "event": "convfix.intervention", "schema_version": 1, "policy": "dtype", ...}
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal, Protocol
+
+from convfix import _sink
+from convfix.callsite import user_callsite
+
+__all__ = [
+    "INTERNAL_ERROR",
+    "INTERVENTION",
+    "PATCHED",
+    "SCHEMA_VERSION",
+    "SUMMARY",
+    "UNSUPPORTED",
+    "WARNING",
+    "EventsSettings",
+    "configure",
+    "counts",
+    "dropped",
+    "emit",
+    "record",
+    "reset",
+    "write_summary",
+]
+
+SCHEMA_VERSION = 1
+INTERVENTION = "convfix.intervention"  # a fix was applied
+WARNING = "convfix.warning"  # warn mode: problem found, nothing changed
+PATCHED = "convfix.patched"  # once when TensorFlow is patched
+UNSUPPORTED = "convfix.unsupported"  # nothing to patch / unsupported version
+INTERNAL_ERROR = "convfix.internal_error"
+SUMMARY = "convfix.summary"
+
+Key = tuple[str | None, str | None, str, str]
+"""What makes two interventions "the same": (callsite, layer, policy, reason)."""
+
+
+class EventsSettings(Protocol):
+    """The ``[events]`` table of the configuration (``convfix.config.EventsConfig``)."""
+
+    @property
+    def path(self) -> str: ...  # "stderr" | "stdout" | a file, with {pid} and {task}
+    @property
+    def format(self) -> Literal["json", "console"]: ...
+    @property
+    def sink(self) -> Literal["convfix", "logging", "structlog"]: ...
+    @property
+    def summary_interval(self) -> float: ...  # seconds; 0 = no periodic summary
+
+
+@dataclass(frozen=True)
+class _DefaultSettings:
+    path: str = "stderr"
+    format: Literal["json", "console"] = "json"
+    sink: Literal["convfix", "logging", "structlog"] = "convfix"
+    summary_interval: float = 60.0
+
+
+class _State:
+    """Everything a process (or a forked child) counts and writes to."""
+
+    def __init__(self, settings: EventsSettings | None = None) -> None:
+        self.lock = threading.Lock()  # counts only: never held while writing or calling out
+        self.counts: dict[Key, int] = {}
+        self.first: dict[Key, tuple[str, str]] = {}  # key -> (event, op) as first seen
+        self.changes = 0
+        self.changes_summarized = 0
+        self.dropped = 0
+        self.settings = settings
+        self.configured: _sink.Sink | None = None
+        self.overrides: list[_sink.Sink] = []  # capture_events(), innermost last
+        self.stop_timer = threading.Event()
+        self.timer: threading.Thread | None = None
+
+
+_state = _State()
+
+
+def configure(cfg: EventsSettings) -> None:
+    """(Re)build the sink from ``[events]`` settings.
+
+    Never calls ``structlog.configure()`` and never touches the application's logging
+    configuration. Until it is called, events go to stderr as JSON lines. Raises OSError
+    if the file cannot be opened; the previous sink then stays in place.
+    """
+    new = _sink.build(cfg.path, cfg.format, cfg.sink)
+    with _state.lock:
+        old, _state.configured, _state.settings = _state.configured, new, cfg
+        old_stop, _state.stop_timer, _state.timer = _state.stop_timer, threading.Event(), None
+        counted = bool(_state.counts)
+    old_stop.set()
+    if old is not None:
+        old.close()
+    if counted:
+        _ensure_timer()
+
+
+def record(
+    event: str,
+    *,
+    policy: str,
+    op: str,
+    action: str,
+    mode: str,
+    reason: str,
+    before: Mapping[str, object],
+    after: Mapping[str, object],
+    graph: bool,
+    layer: str | None = None,
+    callsite: str | None = None,
+    level: str = "info",
+    **fields: object,
+) -> None:
+    """Record one intervention or warning; written in full only the first time its key is seen.
+
+    ``callsite`` defaults to the user's ``path:line`` (:func:`convfix.callsite.user_callsite`).
+    Values must be small: shapes as lists, dtypes and paddings as strings, never tensors.
+    """
+    try:
+        if callsite is None:
+            callsite = user_callsite()
+        key: Key = (callsite, layer, policy, reason)
+        with _state.lock:
+            seen = _state.counts.get(key, 0)
+            _state.counts[key] = seen + 1
+            _state.changes += 1
+            if not seen:
+                _state.first[key] = (event, op)
+        if seen:
+            return
+        _ensure_timer()
+        _write(
+            level,
+            event,
+            {
+                "policy": policy,
+                "op": op,
+                "action": action,
+                "mode": mode,
+                "reason": reason,
+                "callsite": callsite,
+                "layer": layer,
+                "graph": graph,
+                "before": before,
+                "after": after,
+                **fields,
+            },
+        )
+    except Exception:  # events never break a convolution
+        _count_dropped()
+
+
+def emit(event: str, *, level: str = "info", **fields: object) -> None:
+    """Write one event every time (patched, unsupported, internal_error): never folded."""
+    _write(level, event, fields)
+
+
+def counts() -> dict[Key, int]:
+    """How often each key was recorded in this process (since the last :func:`reset`)."""
+    with _state.lock:
+        return dict(_state.counts)
+
+
+def dropped() -> int:
+    """How many events could not be written (closed file, full disk, failing handler)."""
+    with _state.lock:
+        return _state.dropped
+
+
+def write_summary() -> None:
+    """Write a ``convfix.summary`` event with the count of every key, first occurrence included."""
+    _write_summary(final=False)
+
+
+def reset() -> None:
+    """Forget counts, first-seen keys and dropped writes (tests; forked children start afresh)."""
+    with _state.lock:
+        _state.counts.clear()
+        _state.first.clear()
+        _state.changes = _state.changes_summarized = _state.dropped = 0
+
+
+def _write_summary(*, final: bool) -> None:
+    with _state.lock:
+        entries: list[dict[str, object]] = [
+            {
+                "callsite": key[0],
+                "layer": key[1],
+                "policy": key[2],
+                "reason": key[3],
+                "event": _state.first[key][0],
+                "op": _state.first[key][1],
+                "count": n,
+            }
+            for key, n in _state.counts.items()
+        ]
+        total = sum(_state.counts.values())
+        _state.changes_summarized = _state.changes
+    _write("info", SUMMARY, {"counts": entries, "total": total, "pid": os.getpid(), "final": final})
+
+
+def _write(level: str, event: str, fields: Mapping[str, object]) -> None:
+    try:
+        if level not in _sink.LEVELS:
+            level = "info"  # a wrong level must not cost the event
+        event_dict: dict[str, object] = {
+            "timestamp": _utc_now(),
+            "level": level,
+            "event": event,
+            "schema_version": SCHEMA_VERSION,
+        }
+        for name, value in fields.items():
+            if name not in event_dict:
+                event_dict[name] = _sink.json_safe(value)
+        _active_sink().write(level, event_dict)
+    except Exception:  # a closed file, a full disk, a broken handler: not the caller's problem
+        _count_dropped()
+
+
+def _active_sink() -> _sink.Sink:
+    with _state.lock:
+        sink = _state.overrides[-1] if _state.overrides else _state.configured
+    if sink is not None:
+        return sink
+    # Nothing configured yet: the defaults, unless configure() wins the race.
+    default = _sink.build("stderr", "json", "convfix")
+    with _state.lock:
+        if _state.configured is None:
+            _state.configured = default
+        return _state.overrides[-1] if _state.overrides else _state.configured
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _count_dropped() -> None:
+    with _state.lock:
+        _state.dropped += 1
+
+
+def _push_sink(sink: _sink.Sink) -> None:
+    """Send every event to ``sink`` until :func:`_pop_sink` (``testing.capture_events``)."""
+    with _state.lock:
+        _state.overrides.append(sink)
+
+
+def _pop_sink(sink: _sink.Sink) -> None:
+    with _state.lock:
+        _state.overrides.remove(sink)
+
+
+# -- periodic, exit and fork-time summaries -------------------------------------------
+
+
+def _ensure_timer() -> None:
+    """Start the periodic summary thread, once something was counted."""
+    with _state.lock:
+        settings = _state.settings or _DefaultSettings()
+        if settings.summary_interval <= 0 or _state.timer is not None:
+            return
+        _state.timer = threading.Thread(
+            target=_summarize_every,
+            args=(settings.summary_interval, _state.stop_timer),
+            name="convfix-summary",
+            daemon=True,
+        )
+        timer = _state.timer
+    timer.start()
+
+
+def _summarize_every(interval: float, stop: threading.Event) -> None:
+    # A killed process loses at most one interval of counts.
+    while not stop.wait(interval):
+        with _state.lock:
+            changed = _state.changes != _state.changes_summarized
+        if changed:
+            _write_summary(final=False)
+
+
+def _at_exit() -> None:
+    _state.stop_timer.set()
+    with _state.lock:
+        counted = bool(_state.counts)
+    if counted:
+        _write_summary(final=True)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (a data-loader worker) counts afresh and reopens its own file, so
+    that ``{pid}`` names the child. The parent's timer thread did not survive the fork."""
+    global _state
+    inherited = _state
+    _state = _State(inherited.settings)
+    _state.overrides = inherited.overrides
+    _state.configured = inherited.configured
+    if inherited.configured is not None:
+        # A new writer also has a new lock, in case another thread held the old one at the
+        # fork. If the file cannot be opened, the child keeps writing to the inherited one.
+        with contextlib.suppress(Exception):
+            configure(inherited.settings or _DefaultSettings())
+
+
+atexit.register(_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,33 @@
+"""Integration tests run real TensorFlow with convfix patched in this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import convfix
+from convfix import events
+from convfix.integrations.entry import MARK
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _patched() -> Iterator[None]:
+    convfix.patch()
+    yield
+    convfix.unpatch()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counts() -> Iterator[None]:
+    events.reset()
+    yield
+    events.reset()
+
+
+def unpatched(function: Callable[..., Any]) -> Callable[..., Any]:
+    """TensorFlow's own function behind a convfix wrapper."""
+    return getattr(function, MARK, function)

@@ -18,11 +18,12 @@ from convfix.config import Config, load_config
 from convfix.errors import ConfigError
 
 _hooks_registered = False
+_armed = False  # hooks patch only while convfix is meant to be active (not after unpatch)
 
 
 def activate(config_path: str | os.PathLike[str] | None = None) -> Config:
     """Load and apply the configuration, then patch TensorFlow now or at its import."""
-    global _hooks_registered
+    global _hooks_registered, _armed
     config = load_config(config_path)  # ConfigError propagates: fail at start-up
     try:  # the sink first: if it cannot open, nothing has changed yet
         events.configure(config.events)
@@ -31,6 +32,7 @@ def activate(config_path: str | os.PathLike[str] | None = None) -> Config:
             f"events.path: cannot open {config.events.path!r} for writing ({error.strerror})"
         ) from error
     state.set_config(config)
+    _armed = True
     if not _hooks_registered:
         _hooks_registered = True
         # wrapt runs a hook at once if the module is already imported, else after import.
@@ -46,6 +48,8 @@ def activate(config_path: str | os.PathLike[str] | None = None) -> Config:
 
 def deactivate() -> int:
     """Restore TensorFlow's original functions; returns how many were restored."""
+    global _armed
+    _armed = False
     state.flags.active = False
     if "convfix.integrations.tensorflow" not in sys.modules:
         return 0
@@ -55,6 +59,8 @@ def deactivate() -> int:
 
 
 def _on_tensorflow(module: ModuleType) -> None:
+    if not _armed:
+        return
     try:
         _patch_tensorflow(module)
     except Exception as error:  # never break the user's import
@@ -104,6 +110,8 @@ def _patch_tensorflow(module: ModuleType) -> None:
 
 
 def _on_keras(module: ModuleType) -> None:
+    if not _armed:
+        return
     try:
         _check_keras(module)
     except Exception as error:

@@ -1,0 +1,176 @@
+"""Activation in a fresh interpreter: import orders, idempotence, unpatch, kill switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.subproc import run_python
+
+pytestmark = pytest.mark.subprocess
+
+# Prints how many layers of convfix wrap tf.nn.conv2d and whether a repair happened.
+PROBE = """
+import tensorflow as tf
+from convfix.integrations.entry import MARK
+def depth(f):
+    n = 0
+    while hasattr(f, MARK):
+        f, n = getattr(f, MARK), n + 1
+    return n
+x = tf.ones([1, 5, 5, 3], tf.float64)
+k = tf.ones([3, 3, 3, 2])
+try:
+    y = tf.nn.conv2d(x, k, 1, "SAME").dtype.name
+except Exception as e:
+    y = type(e).__name__
+print("RESULT", {"depth": depth(tf.nn.conv2d), "gen": depth(
+    __import__("tensorflow.python.ops.gen_nn_ops", fromlist=["x"]).conv2d), "y": y})
+"""
+
+
+def _result(stdout: str) -> dict[str, object]:
+    line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
+    return dict(eval(line[len("RESULT ") :]))  # a dict literal printed by PROBE
+
+
+def test_auto_before_tensorflow_patches_once(tmp_path: object) -> None:
+    out = run_python("import convfix.auto\n" + PROBE, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+
+
+def test_auto_after_tensorflow_patches_once(tmp_path: object) -> None:
+    out = run_python("import tensorflow\nimport convfix.auto\n" + PROBE, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+
+
+def test_double_import_and_patch_after_auto_wrap_once(tmp_path: object) -> None:
+    code = "import convfix.auto\nimport convfix.auto\nimport convfix\nconvfix.patch()\n"
+    out = run_python(code + "import tensorflow\nconvfix.patch()\n" + PROBE, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+
+
+def test_unpatch_restores_the_original_objects_exactly(tmp_path: object) -> None:
+    code = """
+    import tensorflow as tf
+    from tensorflow.python.ops import gen_nn_ops
+    before = (tf.nn.conv2d, tf.nn.convolution, tf.compat.v1.nn.conv2d, gen_nn_ops.conv2d)
+    import convfix
+    convfix.patch()
+    patched = (tf.nn.conv2d, tf.nn.convolution, tf.compat.v1.nn.conv2d, gen_nn_ops.conv2d)
+    convfix.unpatch()
+    after = (tf.nn.conv2d, tf.nn.convolution, tf.compat.v1.nn.conv2d, gen_nn_ops.conv2d)
+    print("RESULT", {"changed": all(a is not b for a, b in zip(before, patched)),
+                     "restored": all(a is b for a, b in zip(before, after))})
+    """
+    out = run_python(code, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"changed": True, "restored": True}, out.stderr
+
+
+def test_patch_unpatch_patch_wraps_once_and_repairs(tmp_path: object) -> None:
+    code = "import convfix\nconvfix.patch()\nconvfix.unpatch()\nconvfix.patch()\n"
+    out = run_python(code + PROBE, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+
+
+def test_after_unpatch_calls_behave_as_plain_tensorflow(tmp_path: object) -> None:
+    code = "import convfix\nconvfix.patch()\nconvfix.unpatch()\n"
+    out = run_python(code + PROBE, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"depth": 0, "gen": 0, "y": "InvalidArgumentError"}
+
+
+def test_importing_auto_does_not_import_tensorflow(tmp_path: object) -> None:
+    code = """
+    import sys, convfix.auto
+    heavy = [m for m in ("tensorflow", "keras", "numpy") if m in sys.modules]
+    print("RESULT", {"heavy": heavy})
+    """
+    out = run_python(code, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"heavy": []}, out.stderr
+
+
+def test_function_imported_before_patching_is_still_covered_by_the_backstop(
+    tmp_path: object,
+) -> None:
+    code = """
+    from tensorflow.nn import conv2d  # bound before convfix patched
+    import tensorflow as tf
+    import convfix
+    convfix.patch()
+    y = conv2d(tf.ones([1, 5, 5, 3], tf.float64), tf.ones([3, 3, 3, 2]), 1, "SAME")
+    print("RESULT", {"dtype": y.dtype.name})
+    """
+    out = run_python(code, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"dtype": "float64"}, out.stderr
+    assert '"reason": "dtype_mismatch"' in out.stderr
+
+
+def test_convfix_mode_off_in_environment_is_pure_pass_through(tmp_path: object) -> None:
+    (tmp_path / "convfix.toml").write_text("this is not toml")  # type: ignore[operator]
+    out = run_python(
+        "import convfix.auto\n" + PROBE, env={"CONVFIX_MODE": "off"}, cwd=str(tmp_path)
+    )
+    assert _result(out.stdout)["y"] == "InvalidArgumentError", out.stderr
+
+
+def test_bad_config_fails_at_import_with_file_and_key(tmp_path: object) -> None:
+    (tmp_path / "convfix.toml").write_text('mode = "loud"\n')  # type: ignore[operator]
+    out = run_python("import convfix.auto", cwd=str(tmp_path))
+    assert out.returncode != 0
+    assert "ConfigError" in out.stderr
+    assert "convfix.toml: mode: expected one of fix, warn, strict, off, got 'loud'" in out.stderr
+
+
+def test_bad_config_in_patch_leaves_the_previous_config_in_force(tmp_path: object) -> None:
+    (tmp_path / "bad.toml").write_text("[policies.dtype]\ncolour = 1\n")  # type: ignore[operator]
+    code = """
+    import convfix
+    from convfix import state
+    convfix.patch()
+    try:
+        convfix.patch("bad.toml")
+    except convfix.ConfigError as e:
+        print("RESULT", {"error": str(e), "mode": state.config().mode})
+    """
+    out = run_python(code, cwd=str(tmp_path))
+    result = _result(out.stdout)
+    assert result["mode"] == "fix"
+    assert str(result["error"]).startswith("bad.toml: policies.dtype.colour: unknown key")
+
+
+def test_patched_event_is_written_once_as_json(tmp_path: object) -> None:
+    out = run_python(
+        "import convfix.auto\nimport tensorflow\nimport convfix\nconvfix.patch()", cwd=str(tmp_path)
+    )
+    patched = [json.loads(line) for line in out.stderr.splitlines() if '"convfix.patched"' in line]
+    assert len(patched) == 1
+    assert patched[0]["tensorflow"] == "2.21.0"
+    assert "tensorflow._api.v2.nn.conv2d" in patched[0]["targets"]
+
+
+def test_keras_with_another_backend_is_reported_loudly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Keras' other backends need packages this suite does not install (jax, torch, scipy),
+    # so the hook is handed a stand-in module that reports the jax backend.
+    from types import SimpleNamespace
+
+    from convfix import _bootstrap
+    from convfix.testing import capture_events
+
+    keras_on_jax = SimpleNamespace(
+        __version__="3.15.1", backend=SimpleNamespace(backend=lambda: "jax")
+    )
+    with capture_events() as captured:
+        _bootstrap._on_keras(keras_on_jax)  # type: ignore[arg-type]
+    assert "Keras 3.15.1, backend jax" in capsys.readouterr().err
+    assert captured[0]["event"] == "convfix.unsupported"
+    assert captured[0]["backend"] == "jax"
+
+
+def test_legacy_keras_switch_is_reported_loudly(tmp_path: object) -> None:
+    out = run_python(
+        "import convfix.auto\nimport keras", env={"TF_USE_LEGACY_KERAS": "1"}, cwd=str(tmp_path)
+    )
+    assert "TF_USE_LEGACY_KERAS is set" in out.stderr

@@ -20,6 +20,7 @@ from convfix import events, guard, state
 from convfix.answers import empty_output_shape, empty_result
 from convfix.call import Binder, Call
 from convfix.config import Config
+from convfix.geometry import per_spatial, static_shape
 from convfix.errors import ConvFixError
 from convfix.integrations import keras_context
 from convfix.messages import refusal, strict_message
@@ -229,17 +230,42 @@ def _fall_back(
 
 
 def _plainly_safe(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Without the oneDNN hazards, every call is one TensorFlow answers itself."""
+    """Safety judged without the guard (which may be what failed): the exact rank, no empty
+    dimension, and a kernel that fits. Without oneDNN every call is one TF answers itself."""
     if not target.onednn:
         return True
     try:
         call = target.binder.bind(args, kwargs)
-        return not any(p.unsafe for p in guard.inspect(call, target.onednn))
+        x, f = static_shape(call.input), static_shape(call.filter)
+        if x is None or f is None or len(x) != len(f) or 0 in x or None in x or None in f:
+            return False
+        spatial = len(f) - 2
+        sizes = x[1:-1] if call.channels_last() else x[2:]
+        same = isinstance(call.padding, str) and call.padding.upper() == "SAME"
+        dilated = per_spatial(call.dilations, spatial, call.channels_last()) != [1] * spatial
+        return same or (not dilated and all(s >= k for s, k in zip(sizes, f[:spatial])))  # type: ignore[operator]
     except Exception:
         return False
 
 
 def _record(
+    event: str,
+    call: Call,
+    problem: Problem,
+    mode: str,
+    action: str,
+    after: Mapping[str, Any],
+    **fields: Any,
+) -> None:
+    try:  # after dispatch the result is in hand: a failing event must not lose it
+        _write_event(event, call, problem, mode, action, after, **fields)
+    except Exception as bug:
+        events.emit(
+            events.INTERNAL_ERROR, level="error", stage="events", error_type=type(bug).__name__
+        )
+
+
+def _write_event(
     event: str,
     call: Call,
     problem: Problem,

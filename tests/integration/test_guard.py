@@ -1,0 +1,155 @@
+"""The guard: calls TF 2.21 (oneDNN on) aborts on or answers wrongly never reach it.
+
+Each abort case runs twice in a fresh interpreter: without convfix (to pin down that
+TensorFlow really aborts, so the test would notice a TensorFlow that stopped doing so)
+and with convfix (ConvFixError, process alive).
+"""
+
+from __future__ import annotations
+
+import pytest
+import tensorflow as tf
+
+import convfix
+from convfix.testing import capture_events
+from tests.subproc import run_python
+
+ABORTS = {
+    "conv2d_rank3": "tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, 'SAME')",
+    "conv1d_rank2": "tf.nn.conv1d(tf.ones([10, 3]), tf.ones([3, 3, 4]), 1, 'SAME')",
+    "conv3d_rank3": "tf.nn.conv3d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 3, 4]), [1]*5, 'SAME')",
+    "convolution_rank3": "tf.nn.convolution(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]))",
+    "depthwise_rank3": (
+        "tf.nn.depthwise_conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 2]), [1]*4, 'SAME')"
+    ),
+    "compat_v1_conv2d_rank2": (
+        "tf.compat.v1.nn.conv2d(tf.ones([10, 3]), tf.ones([3, 3, 3, 4]), [1]*4, 'SAME')"
+    ),
+}
+
+CHILD = """
+import os
+os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+{prelude}
+import tensorflow as tf
+try:
+    y = {call}
+    print("SHAPE", list(y.shape))
+except Exception as e:
+    print("RAISED", type(e).__name__)
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("name", sorted(ABORTS))
+def test_call_that_aborts_tensorflow_is_refused_by_convfix(name: str) -> None:
+    bare = run_python(CHILD.format(prelude="", call=ABORTS[name]))
+    assert bare.returncode == -6, f"TensorFlow no longer aborts on {name}: {bare.stdout}"
+    guarded = run_python(CHILD.format(prelude="import convfix.auto", call=ABORTS[name]))
+    assert guarded.returncode == 0, guarded.stderr[-2000:]
+    assert "RAISED ConvFixError" in guarded.stdout
+
+
+GARBAGE = [
+    # (call, the shape TF with oneDNN returns, the shape that is right)
+    ("tf.nn.conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 4]), 1, 'VALID')", None),
+    ("tf.nn.conv2d(tf.ones([1, 4, 4, 3]), tf.ones([3, 3, 3, 4]), 1, 'VALID', dilations=2)", None),
+    ("tf.nn.conv3d(tf.ones([1, 2, 2, 2, 3]), tf.ones([3, 3, 3, 3, 4]), [1]*5, 'VALID')", None),
+    ("tf.nn.depthwise_conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 2]), [1]*4, 'VALID')", None),
+    ("tf.nn.conv3d(tf.ones([10, 10, 10, 3]), tf.ones([3, 3, 3, 3, 4]), [1]*5, 'VALID')", None),
+    (
+        "tf.nn.depthwise_conv2d(tf.ones([2, 10, 10, 10, 3]), tf.ones([3, 3, 3, 2]), [1]*4, 'VALID')",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("call", [c for c, _ in GARBAGE])
+def test_call_tensorflow_answers_with_wrong_shape_is_refused(call: str) -> None:
+    with pytest.raises(convfix.ConvFixError) as raised:
+        eval(call)
+    assert "shape" in str(raised.value)
+
+
+def test_garbage_cases_really_are_garbage_without_convfix() -> None:
+    # Pins the premise: if TensorFlow fixes these, the guard's refusal should be revisited.
+    code = CHILD.format(prelude="", call=GARBAGE[0][0])
+    out = run_python(code)
+    assert "SHAPE [1, 2, 2, 3]" in out.stdout
+
+
+EMPTY = [
+    ("tf.nn.conv2d(tf.ones([0, 10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, 'SAME')", [0, 10, 10, 4]),
+    ("tf.nn.conv2d(tf.ones([0, 10, 10, 3]), tf.ones([3, 3, 3, 4]), 2, 'VALID')", [0, 4, 4, 4]),
+    ("tf.nn.conv2d(tf.ones([1, 0, 0, 3]), tf.ones([3, 3, 3, 4]), 1, 'SAME')", [1, 0, 0, 4]),
+    ("tf.nn.conv1d(tf.ones([0, 10, 3]), tf.ones([3, 3, 5]), 1, 'SAME')", [0, 10, 5]),
+    (
+        "tf.nn.conv3d(tf.ones([0, 4, 4, 4, 3]), tf.ones([3, 3, 3, 3, 2]), [1]*5, 'SAME')",
+        [0, 4, 4, 4, 2],
+    ),
+    (
+        "tf.nn.depthwise_conv2d(tf.ones([0, 10, 10, 3]), tf.ones([3, 3, 3, 2]), [1]*4, 'SAME')",
+        [0, 10, 10, 6],
+    ),
+    (
+        "tf.nn.separable_conv2d(tf.ones([0, 8, 8, 3]), tf.ones([3, 3, 3, 2]), tf.ones([1, 1, 6, 5]),"
+        " [1]*4, 'SAME')",
+        [0, 8, 8, 5],
+    ),
+    ("tf.nn.convolution(tf.ones([0, 10, 10, 3]), tf.ones([3, 3, 3, 4]))", [0, 8, 8, 4]),
+]
+
+
+@pytest.mark.parametrize(("call", "right"), EMPTY)
+def test_empty_input_is_answered_with_the_right_shape(call: str, right: list[int]) -> None:
+    with capture_events() as captured:
+        y = eval(call)
+    assert list(y.shape) == right
+    assert y.dtype == tf.float32
+    assert captured[0]["reason"] == "empty_input"
+    assert captured[0]["after"] == {"output_shape": right}
+
+
+def test_empty_input_result_has_zero_gradients_not_none() -> None:
+    x = tf.ones([0, 6, 6, 3])
+    k = tf.Variable(tf.ones([3, 3, 3, 4]))
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(tf.nn.conv2d(x, k, 1, "SAME"))
+    grad = tape.gradient(y, k)
+    assert grad is not None
+    assert float(tf.reduce_sum(tf.abs(grad))) == 0.0
+
+
+def test_refusal_names_argument_shape_and_what_would_be_valid() -> None:
+    with pytest.raises(convfix.ConvFixError) as raised:
+        tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")
+    message = str(raised.value)
+    assert "input has shape [10, 10, 3] (rank 3)" in message
+    assert "needs rank 4 (NHWC)" in message
+    assert 'policies.batch_dim.mode = "fix"' in message
+
+
+def test_guard_refuses_in_warn_mode_too() -> None:
+    with convfix.override(mode="warn"), pytest.raises(convfix.ConvFixError):
+        tf.nn.conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID")
+
+
+def test_same_padding_on_small_input_is_valid_and_untouched() -> None:
+    with capture_events() as captured:
+        y = tf.nn.conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")
+    assert list(y.shape) == [1, 2, 2, 4]
+    assert captured == []
+
+
+def test_valid_grouped_convolution_is_untouched() -> None:
+    with capture_events() as captured:
+        y = tf.nn.conv2d(tf.ones([1, 8, 8, 6]), tf.ones([3, 3, 3, 4]), 1, "SAME")
+    assert list(y.shape) == [1, 8, 8, 4]
+    assert captured == []
+
+
+def test_extra_leading_batch_dims_are_valid_and_untouched() -> None:
+    with capture_events() as captured:
+        y = tf.nn.conv2d(tf.ones([2, 1, 10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID")
+    assert list(y.shape) == [2, 1, 8, 8, 4]
+    assert captured == []

@@ -20,8 +20,8 @@ from convfix import events, guard, state
 from convfix.answers import empty_output_shape, empty_result
 from convfix.call import Binder, Call
 from convfix.config import Config
-from convfix.geometry import per_spatial, static_shape
 from convfix.errors import ConvFixError
+from convfix.geometry import per_spatial, static_shape
 from convfix.integrations import keras_context
 from convfix.messages import refusal, strict_message
 from convfix.policies import Policy, Problem, Repair, build, rank

@@ -58,7 +58,8 @@ GARBAGE = [
     ("tf.nn.depthwise_conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 2]), [1]*4, 'VALID')", None),
     ("tf.nn.conv3d(tf.ones([10, 10, 10, 3]), tf.ones([3, 3, 3, 3, 4]), [1]*5, 'VALID')", None),
     (
-        "tf.nn.depthwise_conv2d(tf.ones([2, 10, 10, 10, 3]), tf.ones([3, 3, 3, 2]), [1]*4, 'VALID')",
+        "tf.nn.depthwise_conv2d(tf.ones([2, 10, 10, 10, 3]), tf.ones([3, 3, 3, 2]), [1]*4,"
+        " 'VALID')",
         None,
     ),
 ]
@@ -92,8 +93,8 @@ EMPTY = [
         [0, 10, 10, 6],
     ),
     (
-        "tf.nn.separable_conv2d(tf.ones([0, 8, 8, 3]), tf.ones([3, 3, 3, 2]), tf.ones([1, 1, 6, 5]),"
-        " [1]*4, 'SAME')",
+        "tf.nn.separable_conv2d(tf.ones([0, 8, 8, 3]), tf.ones([3, 3, 3, 2]),"
+        " tf.ones([1, 1, 6, 5]), [1]*4, 'SAME')",
         [0, 8, 8, 5],
     ),
     ("tf.nn.convolution(tf.ones([0, 10, 10, 3]), tf.ones([3, 3, 3, 4]))", [0, 8, 8, 4]),

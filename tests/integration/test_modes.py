@@ -22,9 +22,12 @@ def test_fix_mode_repairs_and_logs_an_intervention() -> None:
 
 
 def test_warn_mode_leaves_tensorflows_error_exactly_and_logs_a_warning() -> None:
-    with convfix.override(mode="warn"), capture_events() as captured:
-        with pytest.raises(tf.errors.InvalidArgumentError) as raised:
-            tf.nn.conv2d(X64, K32, 1, "SAME")
+    with (
+        convfix.override(mode="warn"),
+        capture_events() as captured,
+        pytest.raises(tf.errors.InvalidArgumentError) as raised,
+    ):
+        tf.nn.conv2d(X64, K32, 1, "SAME")
     assert "expected to be a double tensor" in str(raised.value)
     assert captured[0]["event"] == "convfix.warning"
     assert captured[0]["reason"] == "dtype_mismatch"
@@ -50,9 +53,12 @@ def test_strict_names_every_problem_it_found() -> None:
 
 
 def test_policy_mode_off_lets_tensorflow_answer() -> None:
-    with convfix.override(policies={"dtype": "off"}), capture_events() as captured:
-        with pytest.raises(tf.errors.InvalidArgumentError):
-            tf.nn.conv2d(X64, K32, 1, "SAME")
+    with (
+        convfix.override(policies={"dtype": "off"}),
+        capture_events() as captured,
+        pytest.raises(tf.errors.InvalidArgumentError),
+    ):
+        tf.nn.conv2d(X64, K32, 1, "SAME")
     assert captured == []
 
 
@@ -80,9 +86,11 @@ def test_mode_off_is_pure_pass_through_even_for_unsafe_calls() -> None:
 
 def test_bad_override_raises_config_error_before_the_block() -> None:
     ran = False
-    with pytest.raises(convfix.ConfigError):
-        with convfix.override(policies={"dtype": {"target": "float8"}}):
-            ran = True
+    with (
+        pytest.raises(convfix.ConfigError),
+        convfix.override(policies={"dtype": {"target": "float8"}}),
+    ):
+        ran = True
     assert not ran
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix import events, guard, state
+from convfix import events, guard, runtime_checks, state
 from convfix.answers import empty_output_shape, empty_result
 from convfix.call import Binder, Call
 from convfix.config import Config
@@ -64,6 +64,8 @@ def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
     except Exception as bug:  # convfix's own bug: the guard could not class the call
         return _fall_back(target, args, kwargs, bug, safe=None)
     if not problems:
+        if runtime_checks.needed(call, target.onednn):
+            return runtime_checks.dispatch_checked(call, lambda: target.original(*args, **kwargs))
         return target.original(*args, **kwargs)
     if any(_mode(config, p) == "strict" for p in problems):
         _raise_strict(target, args, kwargs, call, problems, policies)

@@ -88,7 +88,9 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
         if dims is None or f_dims is None:
             return False
         rank = len(f_dims) if spatial is None else spatial + 2
-        if len(dims) != rank or (caps.onednn and 0 in dims):
+        # With oneDNN an empty dimension is answered wrongly; an unknown one (tracing)
+        # may be empty at run time: both go to the full path.
+        if len(dims) != rank or (caps.onednn and (0 in dims or None in dims)):
             return False
         if transpose:
             return True

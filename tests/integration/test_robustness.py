@@ -172,3 +172,30 @@ def test_gradients_flow_through_a_dtype_repair() -> None:
             getattr(tf.nn.conv2d, MARK)(x, tf.cast(k, tf.float64), 1, "SAME") ** 2
         )
     np.testing.assert_array_equal(grad.numpy(), tape.gradient(by_hand, k).numpy())
+
+
+def test_unknown_batch_in_a_graph_refuses_an_empty_batch_instead_of_garbage() -> None:
+    k = tf.ones([3, 3, 3, 4])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 3])])
+    def model(x: Any) -> Any:
+        return tf.nn.conv2d(x, k, 1, "SAME")
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[\?,8,8,4\]"):
+        model(tf.ones([0, 8, 8, 3]))
+    np.testing.assert_array_equal(
+        model(tf.ones([2, 8, 8, 3])).numpy(),
+        getattr(tf.nn.conv2d, MARK)(tf.ones([2, 8, 8, 3]), k, 1, "SAME").numpy(),
+    )
+
+
+def test_unknown_spatial_size_in_a_graph_refuses_a_too_small_input_at_run_time() -> None:
+    k = tf.ones([3, 3, 3, 4])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3])])
+    def model(x: Any) -> Any:
+        return tf.nn.conv2d(x, k, 1, "VALID")
+
+    assert model(tf.ones([1, 5, 5, 3])).shape == (1, 3, 3, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="convfix"):
+        model(tf.ones([1, 2, 2, 3]))

@@ -29,6 +29,7 @@ class OpSpec:
     extra_batch_dims: bool = False  # TF itself folds leading batch dims (rank > N+2 is valid)
     explicit_padding: bool = False  # takes [[lo, hi], ...] padding lists
     pointwise_param: str | None = None  # separable_conv2d's second filter
+    needs_tensor_input: bool = False  # TF reads input.shape first: a Python list fails
 
 
 _CONV_V2 = ("filters",)
@@ -37,8 +38,16 @@ _CONV_V1 = ("filter", "filters")
 # API attribute name -> spec, for tf.nn / tf.compat.v2.nn (the TF2 names).
 V2_SPECS: dict[str, OpSpec] = {
     "conv1d": OpSpec("conv1d", "conv", 1, _CONV_V2, strides_param="stride", extra_batch_dims=True),
-    "conv2d": OpSpec("conv2d", "conv", 2, _CONV_V2, extra_batch_dims=True, explicit_padding=True),
-    "conv3d": OpSpec("conv3d", "conv", 3, _CONV_V2, extra_batch_dims=True),
+    "conv2d": OpSpec(
+        "conv2d",
+        "conv",
+        2,
+        _CONV_V2,
+        extra_batch_dims=True,
+        explicit_padding=True,
+        needs_tensor_input=True,
+    ),
+    "conv3d": OpSpec("conv3d", "conv", 3, _CONV_V2, extra_batch_dims=True, needs_tensor_input=True),
     "convolution": OpSpec("convolution", "conv", None, _CONV_V2, extra_batch_dims=True),
     "depthwise_conv2d": OpSpec("depthwise_conv2d", "depthwise", 2, ("filter",)),
     "separable_conv2d": OpSpec(
@@ -57,7 +66,13 @@ V2_SPECS: dict[str, OpSpec] = {
 # tf.compat.v1.nn: the TF1 signatures (filter=, value=, rate=, dilation_rate=).
 V1_SPECS: dict[str, OpSpec] = {
     "conv2d": OpSpec(
-        "compat.v1.conv2d", "conv", 2, _CONV_V1, extra_batch_dims=True, explicit_padding=True
+        "compat.v1.conv2d",
+        "conv",
+        2,
+        _CONV_V1,
+        extra_batch_dims=True,
+        explicit_padding=True,
+        needs_tensor_input=True,
     ),
     "conv1d": OpSpec(
         "compat.v1.conv1d",

@@ -46,8 +46,9 @@ class Capabilities:
 
 def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabilities) -> FastCheck:
     """A check that returns True only for calls that are certainly healthy: tensors of one
-    floating dtype, the exact rank, no empty dimension where oneDNN mishandles it, padding
-    "SAME", or "VALID" with a kernel that fits. False means "look closer", never "bad"."""
+    floating dtype, the exact rank, channels the filter accepts, no empty or unknown
+    dimension where oneDNN mishandles it, padding "SAME", or "VALID" with a kernel that
+    fits. False means "look closer", never "bad"."""
     params = list(inspect.signature(function).parameters)
     at = {name: params.index(name) for name in params}
     i_name, f_name = spec.input_params[0], spec.filter_params[0]
@@ -62,6 +63,7 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
     w_pos = at[w_name] if w_name else -1
     spatial = spec.spatial
     transpose = spec.kind == "transpose"
+    depthwise = spec.kind in ("depthwise", "separable")
 
     def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         n = len(args)
@@ -94,6 +96,13 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
             return False
         if transpose:
             return True
+        fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
+        first = 2 if type(fmt) is str and fmt.startswith("NC") else 1
+        channels, f_in = dims[1 if first == 2 else -1], f_dims[-2]
+        if channels is None or f_in is None:
+            return False
+        if (channels != f_in) if depthwise else (f_in == 0 or channels % f_in):
+            return False  # TensorFlow refuses it; the layout policy may have a reading
         padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)
         if padding == "SAME":
             return True
@@ -107,8 +116,6 @@ def make_fast_check(spec: OpSpec, function: Callable[..., Any], caps: Capabiliti
                 and not (type(d) in (list, tuple) and all(v == 1 for v in d))
             ):
                 return False
-        fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
-        first = 2 if type(fmt) is str and fmt.startswith("NC") else 1
         for i in range(rank - 2):
             size, kernel = dims[first + i], f_dims[i]
             if size is None or kernel is None or size < kernel:

@@ -10,19 +10,33 @@ from convfix.config import Config
 from convfix.policies.base import Policy, Problem, Repair
 
 # The fixed run order (guard-owned problems such as empty input come last: they are
-# answered, not repaired). Names not yet built have no module yet; the guard still refuses
-# what they would repair when it is unsafe.
+# answered, not repaired). Argument normalisation (padding case, lists) belongs to the
+# padding and dtype policies but runs first, as "normalize".
 ORDER = ("normalize", "batch_dim", "layout", "padding", "dtype", "guard")
 
 
 def build(config: Config) -> dict[str, Policy]:
     """The policy objects for one configuration, by name."""
+    from convfix.policies.batch_dim import BatchDimPolicy
     from convfix.policies.dtype import DtypePolicy
+    from convfix.policies.layout import LayoutPolicy
+    from convfix.policies.padding import PaddingPolicy
 
-    return {"dtype": DtypePolicy(config.policies.dtype)}
+    settings = config.policies
+    return {
+        "batch_dim": BatchDimPolicy(settings.batch_dim),
+        "layout": LayoutPolicy(settings.layout),
+        "padding": PaddingPolicy(settings.padding),
+        "dtype": DtypePolicy(settings.dtype),
+    }
+
+
+NORMALIZE = frozenset({"padding_case", "input_not_tensor"})
 
 
 def rank(problem: Problem) -> int:
+    if problem.reason in NORMALIZE:
+        return 0
     return ORDER.index(problem.owner) if problem.owner in ORDER else len(ORDER)
 
 

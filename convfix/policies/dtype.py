@@ -59,6 +59,15 @@ class DtypePolicy:
         self.settings = settings
 
     def detect(self, call: Call) -> Problem | None:
+        if call.spec.needs_tensor_input and isinstance(call.input, (list, tuple)):
+            return Problem(
+                "input_not_tensor",
+                name,
+                "answered",
+                f"{call.spec.name}: input is a Python {type(call.input).__name__}; "
+                "this op needs a tensor or array",
+                {"input": type(call.input).__name__},
+            )
         x_dtype = dtype_of(call.input)
         operands = {"filter": dtype_of(call.filter)}
         if call.pointwise_filter is not None:
@@ -105,6 +114,8 @@ class DtypePolicy:
         return chosen if supported(call, chosen, spatial) else promote(chosen, chosen)
 
     def describe(self, call: Call, problem: Problem) -> str:
+        if problem.reason == "input_not_tensor":
+            return "convert the input to a tensor of the filter's dtype"
         target = self.target(call, problem).name
         casts = [k for k, v in problem.before.items() if v != target]
         back = (
@@ -115,6 +126,13 @@ class DtypePolicy:
         return f"cast {' and '.join(casts)} to {target}{back}"
 
     def apply(self, call: Call, problem: Problem) -> Repair:
+        if problem.reason == "input_not_tensor":
+            # As TensorFlow converts list inputs in the ops that accept them: to the filter's
+            # dtype when it is floating, else its default for the values.
+            f_dtype = dtype_of(call.filter)
+            dtype = f_dtype if f_dtype is not None and f_dtype.is_floating else None
+            tensor = tf.convert_to_tensor(call.input, dtype=dtype)
+            return Repair(call.replace(input=tensor), "convert_input", {"input": tensor.dtype.name})
         target = self.target(call, problem)
         values = {"input": call.input, "filter": call.filter, "pointwise_filter": None}
         params = {"input": call.input_name, "filter": call.filter_name}

@@ -1,0 +1,90 @@
+"""padding: padding strings in the wrong case, and a kernel that does not fit the input.
+
+- ``"same"`` / ``"valid"`` are TensorFlow's own names in the wrong case: upper-cased.
+- VALID (or explicit) padding where the dilated kernel is larger than the (padded) input in
+  some spatial dimension: TF 2.21 with oneDNN returns a wrongly shaped tensor, without it an
+  empty one. Repaired by ``strategy``:
+  "same" (default) - run with padding "SAME" instead;
+  "pad"            - zero-pad each dimension that is too small by ``kernel - size``, split as
+                     SAME splits it (any odd pixel at the end), so exactly one output
+                     position exists there; the original padding then applies unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from convfix.call import Call
+from convfix.config import PaddingPolicyConfig
+from convfix.geometry import effective_kernel, explicit_pads, per_spatial, static_shape
+from convfix.guard import spatial_rank
+from convfix.policies.base import Problem, Repair
+
+name = "padding"
+_NAMES = ("SAME", "VALID")
+
+
+class PaddingPolicy:
+    """Normalise padding names; make a too-large kernel fit by SAME or zero-padding."""
+
+    name = name
+
+    def __init__(self, settings: PaddingPolicyConfig) -> None:
+        self.settings = settings
+
+    def detect(self, call: Call) -> Problem | None:
+        padding = call.padding
+        if isinstance(padding, str) and padding != padding.upper() and padding.upper() in _NAMES:
+            return Problem(
+                "padding_case",
+                name,
+                "answered",
+                f"{call.spec.name}: padding {padding!r} is not a TensorFlow padding name; "
+                "use 'SAME' or 'VALID' (upper case)",
+                {"padding": padding},
+            )
+        return None  # kernel_larger_than_input comes from the guard, owned by this policy
+
+    def describe(self, call: Call, problem: Problem) -> str:
+        if problem.reason == "padding_case":
+            return f"use padding {str(problem.before['padding']).upper()!r}"
+        if self.settings.strategy == "same":
+            return "run with padding 'SAME'"
+        return f"zero-pad the input by {self._extra(call)} per spatial dimension"
+
+    def apply(self, call: Call, problem: Problem) -> Repair:
+        param = call.spec.padding_param
+        if problem.reason == "padding_case":
+            upper = str(call.padding).upper()
+            return Repair(call.replace(**{param: upper}), "uppercase_padding", {"padding": upper})
+        if self.settings.strategy == "same":
+            return Repair(call.replace(**{param: "SAME"}), "use_same_padding", {"padding": "SAME"})
+        extra = self._extra(call)
+        spatial = len(extra)
+        pairs = [[0, 0], *extra, [0, 0]] if call.channels_last() else [[0, 0], [0, 0], *extra]
+        batch_dims = len(static_shape(call.input) or []) - spatial - 2
+        padded = tf.pad(call.input, [[0, 0]] * batch_dims + pairs)
+        after = {"input_shape": static_shape(padded), "padding": _show(call.padding)}
+        return Repair(call.replace(input=padded), "zero_pad_input", after)
+
+    def _extra(self, call: Call) -> list[list[int]]:
+        """(lo, hi) zeros to add per spatial dimension so the dilated kernel fits once."""
+        x = static_shape(call.input) or []
+        f = static_shape(call.filter) or []
+        spatial = spatial_rank(call, f, x) or 0
+        channels_last = call.channels_last()
+        sizes = x[-spatial - 1 : -1] if channels_last else x[-spatial:]
+        dilations = per_spatial(call.dilations, spatial, channels_last) or [1] * spatial
+        kernel = effective_kernel(f[:spatial], dilations)
+        pads = explicit_pads(call.padding, spatial, channels_last) or [(0, 0)] * spatial
+        extra = []
+        for size, k, (lo, hi) in zip(sizes, kernel, pads):
+            total = max(0, (k or 0) - ((size or 0) + lo + hi))
+            extra.append([total // 2, total - total // 2])
+        return extra
+
+
+def _show(padding: Any) -> Any:
+    return padding if isinstance(padding, str) else str(padding)

@@ -38,16 +38,30 @@ try:
 except Exception as e:
     print("RAISED", type(e).__name__)
 """
+# With every repairing policy off, what is left is the guard alone.
+GUARD_ONLY = (
+    "import convfix.auto, convfix\n"
+    "guard_only = convfix.override(policies={'batch_dim': 'off', 'padding': 'off'})\n"
+    "guard_only.__enter__()"
+)
 
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("name", sorted(ABORTS))
-def test_call_that_aborts_tensorflow_is_refused_by_convfix(name: str) -> None:
+def test_call_that_aborts_tensorflow_is_refused_by_the_guard(name: str) -> None:
     bare = run_python(CHILD.format(prelude="", call=ABORTS[name]))
     assert bare.returncode == -6, f"TensorFlow no longer aborts on {name}: {bare.stdout}"
-    guarded = run_python(CHILD.format(prelude="import convfix.auto", call=ABORTS[name]))
+    guarded = run_python(CHILD.format(prelude=GUARD_ONLY, call=ABORTS[name]))
     assert guarded.returncode == 0, guarded.stderr[-2000:]
     assert "RAISED ConvFixError" in guarded.stdout
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("name", sorted(ABORTS))
+def test_call_that_aborts_tensorflow_is_repaired_or_refused_by_default(name: str) -> None:
+    guarded = run_python(CHILD.format(prelude="import convfix.auto", call=ABORTS[name]))
+    assert guarded.returncode == 0, guarded.stderr[-2000:]
+    assert "SHAPE" in guarded.stdout or "RAISED ConvFixError" in guarded.stdout
 
 
 GARBAGE = [
@@ -66,8 +80,11 @@ GARBAGE = [
 
 
 @pytest.mark.parametrize("call", [c for c, _ in GARBAGE])
-def test_call_tensorflow_answers_with_wrong_shape_is_refused(call: str) -> None:
-    with pytest.raises(convfix.ConvFixError) as raised:
+def test_call_tensorflow_answers_with_wrong_shape_is_refused_by_the_guard(call: str) -> None:
+    with (
+        convfix.override(policies={"batch_dim": "off", "padding": "off"}),
+        pytest.raises(convfix.ConvFixError) as raised,
+    ):
         eval(call)
     assert "shape" in str(raised.value)
 
@@ -122,12 +139,26 @@ def test_empty_input_result_has_zero_gradients_not_none() -> None:
 
 
 def test_refusal_names_argument_shape_and_what_would_be_valid() -> None:
-    with pytest.raises(convfix.ConvFixError) as raised:
+    with (
+        convfix.override(policies={"batch_dim": "off"}),
+        pytest.raises(convfix.ConvFixError) as raised,
+    ):
         tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")
     message = str(raised.value)
     assert "input has shape [10, 10, 3] (rank 3)" in message
     assert "needs rank 4 (NHWC)" in message
     assert 'policies.batch_dim.mode = "fix"' in message
+
+
+def test_refusal_of_a_small_input_names_input_kernel_and_padding() -> None:
+    with (
+        convfix.override(policies={"padding": "off"}),
+        pytest.raises(convfix.ConvFixError) as raised,
+    ):
+        tf.nn.conv2d(tf.ones([1, 4, 4, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID", dilations=2)
+    message = str(raised.value)
+    assert "input spatial size [4, 4] is smaller than the dilated kernel [5, 5]" in message
+    assert 'policies.padding.mode = "fix"' in message
 
 
 def test_guard_refuses_in_warn_mode_too() -> None:

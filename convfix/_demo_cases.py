@@ -1,4 +1,4 @@
-"""What ``python -m convfix.demo`` runs: one :class:`DemoCase` per failure class.
+"""What ``python -m convfix.demo`` runs, and how one side of a case runs in its own process.
 
 Each case is a snippet of user code that binds ``y``; the demo runs it in two fresh
 interpreters, without and with ``import convfix.auto``. A new failure class (out of memory
@@ -8,12 +8,16 @@ on a simulated device, a cuDNN failure) is one more entry in :data:`CASES`.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-MARKER = "CONVFIX_DEMO_OUTCOME "
-"""Starts the one stdout line a child reports its outcome on."""
+_MARKER = "CONVFIX_DEMO_OUTCOME "  # starts the one stdout line a child reports on
+_TIMEOUT = 180.0  # seconds per child; importing TensorFlow alone takes a few
+_CRASHES = {"SIGABRT": "process aborted", "SIGSEGV": "process crashed"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,9 @@ class DemoCase:
     expect_with: tuple[str, str]
     """The outcome with convfix: ``("ok", dtype)`` or ``("error", exception type)``."""
     correct_shape: tuple[int, ...] | None = None
-    """The shape a correct answer has; a result of another shape is shown as wrong."""
+    """The shape a faithful answer to the call has: other shapes are shown as wrong."""
+    expect_shape: tuple[int, ...] | None = None
+    """The result's shape with convfix when a policy changes the call; else correct_shape."""
     same_as_without: bool = False
     """With convfix the result must be the very one TensorFlow gives alone."""
     env: Mapping[str, str] = field(default_factory=dict)
@@ -49,14 +55,16 @@ CASES: tuple[DemoCase, ...] = (
         "input smaller than kernel",
         "input [1, 2, 2, 3], kernel [3, 3, 3, 4], padding VALID",
         'y = tf.nn.conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID")',
-        expect_with=("error", "ConvFixError"),
+        expect_with=("ok", "float32"),
         correct_shape=(1, 0, 0, 4),
+        expect_shape=(1, 2, 2, 4),  # the padding policy's default strategy: run it as SAME
     ),
     DemoCase(
         "missing batch dimension",
         "input [10, 10, 3] for conv2d, which needs [batch, 10, 10, 3]",
         'y = tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")',
-        expect_with=("error", "ConvFixError"),
+        expect_with=("ok", "float32"),
+        correct_shape=(10, 10, 4),
     ),
     DemoCase(
         "empty batch",
@@ -74,6 +82,12 @@ CASES: tuple[DemoCase, ...] = (
         correct_shape=(2, 8, 8, 4),
     ),
     DemoCase(
+        "batch or channel missing?",
+        "input [32, 28, 28], filter [3, 3, 1, 8]: one image, or 32 without channels?",
+        'y = tf.nn.conv2d(tf.ones([32, 28, 28]), tf.ones([3, 3, 1, 8]), 1, "SAME")',
+        expect_with=("error", "ConvFixError"),  # both readings are valid: never guess
+    ),
+    DemoCase(
         "healthy call",
         "float32 input and filter that fit: convfix must change nothing",
         "x = tf.reshape(tf.range(192, dtype=tf.float32), [1, 8, 8, 3]) / 100\n"
@@ -85,14 +99,28 @@ CASES: tuple[DemoCase, ...] = (
     ),
 )
 
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one child ended: ``ok`` (a result), ``error`` (an exception) or ``crash``."""
+
+    kind: str
+    detail: str  # dtype, exception type, or how the process died
+    shape: tuple[int, ...] = ()
+    message: str = ""
+    digest: str = ""  # of the result's bytes: "same result" means the same values
+    pid: int = field(default=0, compare=False)
+
+
 _CHILD = """\
 {activate}
 import hashlib
 import json
+import os
 
 
 def _report(**fields):
-    print({marker!r} + json.dumps(fields), flush=True)
+    print({marker!r} + json.dumps({{"pid": os.getpid(), **fields}}), flush=True)
 
 
 try:
@@ -112,9 +140,38 @@ def child_code(case: DemoCase, with_convfix: bool) -> str:
     """The program one child runs: the case's code, reporting one outcome line."""
     return _CHILD.format(
         activate="import convfix.auto" if with_convfix else "",
-        marker=MARKER,
+        marker=_MARKER,
         code=textwrap.indent(case.code, "    "),
     )
+
+
+def run_child(case: DemoCase, with_convfix: bool, env: Mapping[str, str]) -> Outcome:
+    """Run one side of ``case`` in a fresh interpreter and read its outcome line."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", child_code(case, with_convfix)],
+            env={**env, **case.env},
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return Outcome("crash", f"timed out after {_TIMEOUT:.0f} s")
+    if done.returncode < 0:  # killed by a signal: subprocess reports minus its number
+        name = signal.Signals(-done.returncode).name
+        why = next((ln for ln in done.stderr.splitlines() if "Check failed" in ln), "")
+        what = f"{_CRASHES.get(name, 'process killed')} ({name}, exit {128 - done.returncode})"
+        return Outcome("crash", what, message=why[why.find("Check failed") :].strip())
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(_MARKER):
+            got = json.loads(line[len(_MARKER) :])
+            if got["kind"] == "ok":
+                return Outcome(
+                    "ok", got["dtype"], tuple(got["shape"]), digest=got["digest"], pid=got["pid"]
+                )
+            return Outcome("error", got["type"], message=got["message"], pid=got["pid"])
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return Outcome("crash", f"exited with code {done.returncode}", message=last)
 
 
 def config_text(events_path: str) -> str:

@@ -10,70 +10,27 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import textwrap
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from convfix._demo_cases import CASES, MARKER, DemoCase, child_code, config_text
+from convfix._demo_cases import CASES, DemoCase, Outcome, config_text, run_child
 
-_TIMEOUT = 180.0  # seconds per child; importing TensorFlow takes a few
-_CELL = 40  # widest table cell, in characters
+_CELL = 44  # widest table cell, in characters
 _TF_MESSAGE = 100  # TensorFlow's messages are cut here; convfix's are shown whole
 _WIDTH = 96  # the details are wrapped to this many columns
-_CRASHES = {"SIGABRT": "process aborted", "SIGSEGV": "process crashed"}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one child ended: ``ok`` (a result), ``error`` (an exception) or ``crash``."""
-
-    kind: str
-    detail: str  # dtype, exception type, or how the process died
-    shape: tuple[int, ...] = ()
-    message: str = ""
-    digest: str = ""
-
 
 Outcomes = dict[tuple[int, bool], Outcome]
 """Keyed by (index of the case, with convfix)."""
-
-
-def run_child(case: DemoCase, with_convfix: bool, env: dict[str, str]) -> Outcome:
-    """Run one side of ``case`` in a fresh interpreter and read its outcome line."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", child_code(case, with_convfix)],
-            env={**env, **case.env},
-            capture_output=True,
-            text=True,
-            timeout=_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        return Outcome("crash", f"timed out after {_TIMEOUT:.0f} s")
-    if done.returncode < 0:  # killed by a signal: subprocess reports minus its number
-        name = signal.Signals(-done.returncode).name
-        why = next((ln for ln in done.stderr.splitlines() if "Check failed" in ln), "")
-        what = f"{_CRASHES.get(name, 'process killed')} ({name}, exit {128 - done.returncode})"
-        return Outcome("crash", what, message=why[why.find("Check failed") :].strip())
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(MARKER):
-            fields = json.loads(line[len(MARKER) :])
-            if fields["kind"] == "ok":
-                shape = tuple(fields["shape"])
-                return Outcome("ok", fields["dtype"], shape, digest=fields["digest"])
-            return Outcome("error", fields["type"], message=fields["message"])
-    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return Outcome("crash", f"exited with code {done.returncode}", message=last)
+Repairs = Mapping[int, list[str]]
+"""A child's pid to the ``policy/reason`` its exit summary counted."""
 
 
 def child_env(config_path: Path) -> dict[str, str]:
@@ -86,7 +43,7 @@ def child_env(config_path: Path) -> dict[str, str]:
 def run_all(
     cases: Sequence[DemoCase], env: dict[str, str], progress: Callable[[int, int], None]
 ) -> Outcomes:
-    """Both sides of every case, two children at a time, keyed by (case index, with)."""
+    """Both sides of every case, two children at a time."""
     jobs = [(i, side) for i in range(len(cases)) for side in (False, True)]
     outcomes: Outcomes = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -98,17 +55,21 @@ def run_all(
     return outcomes
 
 
-def sound(outcome: Outcome, case: DemoCase) -> bool:
-    """A result, of the shape a correct answer has."""
-    right_shape = case.correct_shape is None or outcome.shape == case.correct_shape
-    return outcome.kind == "ok" and right_shape
+def wanted_shape(case: DemoCase, with_convfix: bool) -> tuple[int, ...] | None:
+    """The shape a result should have on that side; None: any."""
+    return (case.expect_shape or case.correct_shape) if with_convfix else case.correct_shape
 
 
-def describe(outcome: Outcome, case: DemoCase) -> str:
+def misshapen(outcome: Outcome, wanted: tuple[int, ...] | None) -> bool:
+    """A result, but not of the wanted shape."""
+    return outcome.kind == "ok" and wanted is not None and outcome.shape != wanted
+
+
+def describe(outcome: Outcome, wanted: tuple[int, ...] | None) -> str:
     """The table cell for one outcome."""
     if outcome.kind != "ok":
         return outcome.detail
-    return f"{outcome.shape} {outcome.detail}" + ("" if sound(outcome, case) else " WRONG SHAPE")
+    return f"{outcome.shape} {outcome.detail}" + (" WRONG SHAPE" * misshapen(outcome, wanted))
 
 
 def mismatch(case: DemoCase, without: Outcome, with_: Outcome) -> str | None:
@@ -116,8 +77,8 @@ def mismatch(case: DemoCase, without: Outcome, with_: Outcome) -> str | None:
     kind, detail = case.expect_with
     if (with_.kind, with_.detail) != (kind, detail):
         return f"expected {kind} {detail}, got {with_.kind} {with_.detail}"
-    if kind == "ok" and case.correct_shape is not None and with_.shape != case.correct_shape:
-        return f"expected shape {case.correct_shape}, got {with_.shape}"
+    if misshapen(with_, wanted_shape(case, True)):
+        return f"expected shape {wanted_shape(case, True)}, got {with_.shape}"
     if case.same_as_without and with_ != without:
         return "expected the very result TensorFlow gives without convfix"
     return None
@@ -132,19 +93,24 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def table(cases: Sequence[DemoCase], outcomes: Outcomes, colour: bool) -> list[str]:
+def table(
+    cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs, colour: bool
+) -> list[str]:
     """class | without convfix | with convfix, one row per case."""
     rows = [("class", "without convfix", "with convfix")]
     colours = []  # (without, with) per case: red marks what went wrong
     for i, case in enumerate(cases):
         without, with_ = outcomes[i, False], outcomes[i, True]
+        left = describe(without, case.correct_shape)
+        right = describe(with_, wanted_shape(case, True))
+        if case.same_as_without and with_ == without:
+            right = "same result"
+        policies = sorted({r.split("/")[0] for r in repairs.get(with_.pid, [])})
+        right += f" [{', '.join(policies)}]" if policies else ""
         wrong = mismatch(case, without, with_) is not None
-        right = (
-            "same result" if case.same_as_without and with_ == without else describe(with_, case)
-        )
-        right += " <- NOT AS EXPECTED" if wrong else ""
-        rows.append((case.name, _cut(describe(without, case), _CELL), right))
-        colours.append(("dim" if sound(without, case) else "red", "red" if wrong else "green"))
+        rows.append((case.name, _cut(left, _CELL), right + (" <- NOT AS EXPECTED" * wrong)))
+        bad_left = without.kind != "ok" or misshapen(without, case.correct_shape)
+        colours.append(("red" if bad_left else "dim", "red" if wrong else "green"))
     widths = [max(len(row[c]) for row in rows) for c in range(3)]
     head = "  ".join(h.ljust(w) for h, w in zip(rows[0], widths)).rstrip()
     lines = [_paint(head, "bold", colour), "  ".join("-" * w for w in widths)]
@@ -154,26 +120,37 @@ def table(cases: Sequence[DemoCase], outcomes: Outcomes, colour: bool) -> list[s
     return lines
 
 
-def details(cases: Sequence[DemoCase], outcomes: Outcomes) -> list[str]:
-    """Each call in words, with the messages behind the table's short cells."""
-    lines = ["Each call, and what the table's cells stand for:"]
+def details(cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs) -> list[str]:
+    """Each call in words: the messages, shapes and repairs behind the table's cells."""
+    lines = ["What each row shows ([policy] = the convfix policy that repaired the call):"]
     for i, case in enumerate(cases):
-        lines.append(f"  {i + 1}. {case.name}: {case.what}")
-        for label, outcome in (("without", outcomes[i, False]), ("with", outcomes[i, True])):
-            if outcome.kind == "ok" and not sound(outcome, case):
-                text = f"returned {outcome.shape}; a correct result has shape {case.correct_shape}"
+        lines += textwrap.wrap(
+            f"{i + 1}. {case.name}: {case.what}",
+            _WIDTH,
+            initial_indent="  ",
+            subsequent_indent="     ",
+        )
+        for side, outcome in ((False, outcomes[i, False]), (True, outcomes[i, True])):
+            text = ", ".join(repairs.get(outcome.pid, [])) if side else ""
+            text = f"repaired ({text}), " if text else ""
+            if misshapen(outcome, wanted_shape(case, side)):
+                should = "expected" if side else "a correct result has shape"
+                text += f"returned {outcome.shape}; {should} {wanted_shape(case, side)}"
+            elif outcome.kind == "ok" and text:
+                text += f"returned {outcome.shape} {outcome.detail}"
             elif outcome.message:
-                text = f"{outcome.detail}: {outcome.message}"
-                if outcome.detail != "ConvFixError":  # TensorFlow's: the gist is enough
+                text += f"{outcome.detail}: {outcome.message}"
+                if outcome.detail != "ConvFixError":  # TensorFlow's own: the gist is enough
                     text = _cut(text, _TF_MESSAGE)
-            else:
-                continue
-            wrapped = textwrap.wrap(text, _WIDTH - 14)
-            lines += [f"     {label + ':':<9}{wrapped[0]}", *(" " * 14 + w for w in wrapped[1:])]
+            if text:
+                label = "with:" if side else "without:"
+                wrapped = textwrap.wrap(text, _WIDTH - 14)
+                lines += [f"     {label:<9}{wrapped[0]}", *(" " * 14 + w for w in wrapped[1:])]
     return lines
 
 
-def _read_events(path: Path) -> list[dict[str, Any]]:
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Every event in the JSON-lines file at ``path``; none if it does not exist."""
     events = []
     for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
         try:
@@ -183,15 +160,26 @@ def _read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def summarize_events(path: Path) -> list[str]:
-    """What the children wrote to the events file: interventions, by policy and reason."""
-    names: Counter[str] = Counter()
-    logged: Counter[str] = Counter()  # intervention lines: the first of each kind per process
-    counted: Counter[str] = Counter()  # the exit summaries' counts: every call
-    for event in _read_events(path):
-        names[event["event"]] += 1
-        if event["event"] == "convfix.intervention":
-            logged[f"{event['policy']}/{event['reason']} ({event['action']})"] += 1
+def repairs_by_pid(events: list[dict[str, Any]]) -> Repairs:
+    """What each process's final ``convfix.summary`` counted, as ``policy/reason``."""
+    repairs: defaultdict[int, list[str]] = defaultdict(list)
+    for event in events:
+        if event["event"] == "convfix.summary" and event.get("final"):
+            for entry in event["counts"]:
+                repairs[event["pid"]].append(f"{entry['policy']}/{entry['reason']}")
+    return repairs
+
+
+def summarize_events(path: Path, events: list[dict[str, Any]]) -> list[str]:
+    """What the children wrote to the events file, counted by kind."""
+    names = Counter(str(event["event"]) for event in events)
+    logged = Counter(
+        f"{e['policy']}/{e['reason']} ({e['action']})"
+        for e in events
+        if e["event"] == "convfix.intervention"
+    )
+    counted: Counter[str] = Counter()  # the exit summaries count every call, repeats too
+    for event in events:
         if event["event"] == "convfix.summary" and event.get("final"):
             for entry in event["counts"]:
                 counted[f"{entry['policy']}/{entry['reason']}"] += entry["count"]
@@ -235,8 +223,8 @@ def main() -> int:
         print("convfix demo: TensorFlow is not installed (pip install 'convfix[tensorflow-cpu]')")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="convfix-demo-"))
-    config, events = workdir / "convfix.toml", workdir / "events.jsonl"
-    config.write_text(config_text(str(events)), encoding="utf-8")
+    config, events_path = workdir / "convfix.toml", workdir / "events.jsonl"
+    config.write_text(config_text(str(events_path)), encoding="utf-8")
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print(
         f"convfix demo: {len(CASES)} kinds of bad convolution call, each run without and with "
@@ -248,8 +236,10 @@ def main() -> int:
         flush=True,
     )
     outcomes = run_all(CASES, child_env(config), _progress(sys.stderr.isatty()))
-    report = [*table(CASES, outcomes, colour), "", *details(CASES, outcomes), ""]
-    print("\n".join([*report, *summarize_events(events), ""]))
+    events = read_events(events_path)
+    repairs = repairs_by_pid(events)
+    report = [*table(CASES, outcomes, repairs, colour), "", *details(CASES, outcomes, repairs)]
+    print("\n".join([*report, "", *summarize_events(events_path, events), ""]))
     wrong = [
         f"{case.name}: {why}"
         for i, case in enumerate(CASES)

@@ -64,7 +64,7 @@ def test_piped_output_has_no_ansi_escapes(demo: subprocess.CompletedProcess[str]
 
 
 def test_named_events_file_holds_an_intervention(demo: subprocess.CompletedProcess[str]) -> None:
-    match = re.search(r"^Events \(JSON lines\): (.+)$", demo.stdout, re.MULTILINE)
+    match = re.search(r"^Events: (.+) \(one JSON object a line\)$", demo.stdout, re.MULTILINE)
     assert match is not None, demo.stdout
     path = Path(match.group(1))
     events = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

@@ -1,0 +1,254 @@
+"""Each policy's repair: exact, in eager mode, tf.function, Keras and keras.ops, with
+gradients; each policy's keys from TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import convfix
+from convfix import state
+from convfix.testing import capture_events
+from tests.integration.conftest import unpatched
+
+rng = np.random.default_rng(11)
+conv2d = unpatched(tf.nn.conv2d)
+
+
+def t(*shape: int, dtype: Any = tf.float32) -> tf.Tensor:
+    return tf.constant(rng.standard_normal(shape), dtype=dtype)
+
+
+# -- batch_dim ------------------------------------------------------------------------
+
+
+def test_batch_dim_adds_and_removes_the_batch_exactly() -> None:
+    x, k = t(9, 9, 3), t(3, 3, 3, 4)
+    with capture_events() as captured:
+        y = tf.nn.conv2d(x, k, 2, "SAME")
+    np.testing.assert_array_equal(y.numpy(), conv2d(x[None], k, 2, "SAME")[0].numpy())
+    assert captured[0]["action"] == "add_batch_dim"
+
+
+def test_batch_dim_refuses_when_the_input_could_lack_its_channels_instead() -> None:
+    with pytest.raises(convfix.ConvFixError, match=r"missing its batch .* or its channel"):
+        tf.nn.conv2d(t(32, 28, 28), t(3, 3, 1, 28), 1, "SAME")
+
+
+def test_batch_dim_reads_a_last_dimension_of_one_as_a_channel() -> None:
+    y = tf.nn.conv2d(t(28, 28, 1), t(3, 3, 1, 8), 1, "SAME")
+    assert y.shape == (28, 28, 8)
+
+
+@pytest.mark.parametrize(
+    ("call", "shape"),
+    [
+        (lambda: tf.nn.conv1d(t(10, 3), t(3, 3, 4), 1, "SAME"), (10, 4)),
+        (lambda: tf.nn.conv3d(t(5, 5, 5, 2), t(3, 3, 3, 2, 4), [1] * 5, "SAME"), (5, 5, 5, 4)),
+        (lambda: tf.nn.depthwise_conv2d(t(6, 6, 3), t(3, 3, 3, 2), [1] * 4, "SAME"), (6, 6, 6)),
+        (lambda: tf.nn.convolution(t(6, 6, 3), t(3, 3, 3, 4)), (4, 4, 4)),
+    ],
+)
+def test_batch_dim_repairs_every_op_family(call: Any, shape: tuple[int, ...]) -> None:
+    assert call().shape == shape
+
+
+# -- padding --------------------------------------------------------------------------
+
+
+def test_padding_same_strategy_equals_tensorflows_same() -> None:
+    x, k = t(1, 2, 2, 3), t(3, 3, 3, 4)
+    y = tf.nn.conv2d(x, k, 1, "VALID")
+    np.testing.assert_array_equal(y.numpy(), conv2d(x, k, 1, "SAME").numpy())
+
+
+def test_padding_pad_strategy_zero_pads_to_one_output_position_split_as_same() -> None:
+    x, k = t(1, 2, 4, 3), t(3, 3, 3, 4)  # height too small by 1, width fits
+    with convfix.override(policies={"padding": {"strategy": "pad"}}):
+        y = tf.nn.conv2d(x, k, 1, "VALID")
+    by_hand = conv2d(tf.pad(x, [[0, 0], [0, 1], [0, 0], [0, 0]]), k, 1, "VALID")
+    np.testing.assert_array_equal(y.numpy(), by_hand.numpy())
+    assert y.shape == (1, 1, 2, 4)
+
+
+def test_padding_pad_strategy_accounts_for_dilation_and_explicit_padding() -> None:
+    x, k = t(1, 3, 3, 2), t(3, 3, 2, 1)  # dilated kernel 5; explicit 1+0 rows, 0 cols
+    explicit = [[0, 0], [1, 0], [0, 0], [0, 0]]
+    with convfix.override(policies={"padding": {"strategy": "pad"}}):
+        y = tf.nn.conv2d(x, k, 1, explicit, dilations=2)
+    padded = tf.pad(x, [[0, 0], [0, 1], [1, 1], [0, 0]])  # rows 4 -> 5, cols 3 -> 5
+    np.testing.assert_array_equal(y.numpy(), conv2d(padded, k, 1, explicit, dilations=2).numpy())
+
+
+def test_padding_name_in_lower_case_is_upper_cased() -> None:
+    x, k = t(1, 6, 6, 3), t(3, 3, 3, 4)
+    with capture_events() as captured:
+        y = tf.nn.conv2d(x, k, 1, "same")
+    np.testing.assert_array_equal(y.numpy(), conv2d(x, k, 1, "SAME").numpy())
+    assert captured[0]["reason"] == "padding_case"
+
+
+# -- layout ---------------------------------------------------------------------------
+
+
+def test_layout_is_off_by_default_and_leaves_tensorflows_error() -> None:
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.nn.conv2d(t(1, 8, 8, 5), t(4, 5, 3, 3), 1, "SAME")
+
+
+def test_layout_transposes_a_pytorch_filter_when_that_is_the_only_valid_reading() -> None:
+    x, k_oihw = t(1, 8, 8, 5), t(4, 5, 3, 3)
+    with convfix.override(policies={"layout": "fix"}):
+        y = tf.nn.conv2d(x, k_oihw, 1, "SAME")
+    by_hand = conv2d(x, tf.transpose(k_oihw, [2, 3, 1, 0]), 1, "SAME")
+    np.testing.assert_array_equal(y.numpy(), by_hand.numpy())
+
+
+def test_layout_transposes_a_channels_first_input_and_the_result_back() -> None:
+    x_nchw, k = t(1, 3, 8, 8), t(3, 3, 3, 4)
+    with convfix.override(policies={"layout": "fix"}):
+        y = tf.nn.conv2d(x_nchw, k, 1, "SAME")
+    by_hand = tf.transpose(conv2d(tf.transpose(x_nchw, [0, 2, 3, 1]), k, 1, "SAME"), [0, 3, 1, 2])
+    np.testing.assert_array_equal(y.numpy(), by_hand.numpy())
+
+
+def test_layout_never_touches_a_valid_grouped_convolution() -> None:
+    x, k = t(1, 8, 8, 6), t(3, 3, 3, 6)  # 6 = 2 groups of 3: valid
+    with convfix.override(policies={"layout": "fix"}), capture_events() as captured:
+        y = tf.nn.conv2d(x, k, 1, "SAME")
+    np.testing.assert_array_equal(y.numpy(), conv2d(x, k, 1, "SAME").numpy())
+    assert captured == []
+
+
+def test_layout_refuses_when_several_readings_are_valid() -> None:
+    x, k = t(1, 6, 4, 4), t(2, 2, 3, 3)  # OIHW reading (in=2 | 4) and NCHW (C=6, 3 | 6)
+    with convfix.override(policies={"layout": "fix"}), pytest.raises(convfix.ConvFixError):
+        tf.nn.conv2d(x, k, 1, "SAME")
+
+
+# -- everywhere: tf.function, keras.ops, Keras layers, gradients -----------------------
+
+
+def test_repairs_apply_inside_tf_function() -> None:
+    k = t(3, 3, 3, 4)
+
+    @tf.function
+    def f(x: Any) -> Any:
+        return tf.nn.conv2d(x, k, 1, "VALID")
+
+    y = f(t(9, 9, 3, dtype=tf.float64))  # missing batch, float64
+    assert y.shape == (7, 7, 4) and y.dtype == tf.float64
+
+
+def test_repairs_apply_through_keras_ops_conv() -> None:
+    x, k = t(1, 2, 2, 3, dtype=tf.float64), t(3, 3, 3, 4)
+    y = keras.ops.conv(x, k, padding="valid")
+    assert y.shape == (1, 2, 2, 4) and y.dtype == tf.float64
+
+
+class RawConv(keras.layers.Layer):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(autocast=False, **kwargs)
+
+    def build(self, input_shape: Any) -> None:
+        self.kernel = self.add_weight(shape=(3, 3, int(input_shape[-1]), 2), name="kernel")
+
+    def call(self, inputs: Any) -> Any:
+        return tf.nn.conv2d(inputs, self.kernel, 1, "SAME")
+
+
+def test_keras_model_with_a_float64_custom_conv_trains_with_fit() -> None:
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3), dtype="float64"),
+            RawConv(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="sgd", loss="mse")
+    x = rng.standard_normal((16, 6, 6, 3))
+    y = rng.standard_normal((16, 1))
+    before = model.layers[0].kernel.numpy().copy()
+    history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert not np.array_equal(before, model.layers[0].kernel.numpy())  # gradients arrived
+
+
+@pytest.mark.parametrize(
+    "repair",
+    [
+        lambda x, k: tf.nn.conv2d(tf.cast(x, tf.float64), k, 1, "SAME"),
+        lambda x, k: tf.nn.conv2d(x[0], k, 1, "SAME"),
+        lambda x, k: tf.nn.conv2d(x[:, :2, :2], k, 1, "VALID"),
+        lambda x, k: tf.nn.conv2d(x, k, 1, "same"),
+    ],
+    ids=["dtype", "batch_dim", "padding", "padding_case"],
+)
+def test_gradients_flow_through_every_repair(repair: Any) -> None:
+    x = tf.Variable(t(1, 5, 5, 3))
+    k = tf.Variable(t(3, 3, 3, 4))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.cast(repair(x, k), tf.float32) ** 2)
+    gx, gk = tape.gradient(loss, [x, k])
+    assert gx is not None and gk is not None
+    assert float(tf.reduce_sum(tf.abs(gk))) > 0
+
+
+# -- TOML -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Any:
+    previous = state.config()
+
+    def load(text: str) -> None:
+        path = tmp_path / "convfix.toml"
+        path.write_text(text)
+        convfix.patch(path)
+
+    yield load
+    state.set_config(previous)
+
+
+def test_dtype_keys_from_toml(config_file: Any) -> None:
+    config_file('[policies.dtype]\ntarget = "float32"\n')
+    assert (
+        tf.nn.conv2d(t(1, 5, 5, 3, dtype=tf.float64), t(3, 3, 3, 2), 1, "SAME").dtype == tf.float32
+    )
+
+
+def test_padding_keys_from_toml(config_file: Any) -> None:
+    config_file('[policies.padding]\nstrategy = "pad"\n')
+    assert tf.nn.conv2d(t(1, 2, 2, 3), t(3, 3, 3, 2), 1, "VALID").shape == (1, 1, 1, 2)
+
+
+def test_batch_dim_mode_from_toml(config_file: Any) -> None:
+    config_file('[policies.batch_dim]\nmode = "strict"\n')
+    with pytest.raises(convfix.ConvFixError, match=r"policies\.batch_dim\.mode = \"fix\""):
+        tf.nn.conv2d(t(5, 5, 3), t(3, 3, 3, 2), 1, "SAME")
+
+
+def test_layout_on_from_the_aggressive_preset(config_file: Any) -> None:
+    config_file('extends = "aggressive"\n')
+    assert tf.nn.conv2d(t(1, 8, 8, 5), t(4, 5, 3, 3), 1, "SAME").shape == (1, 8, 8, 4)
+    # aggressive also pads rather than switching to SAME
+    assert tf.nn.conv2d(t(1, 2, 2, 3), t(3, 3, 3, 2), 1, "VALID").shape == (1, 1, 1, 2)
+
+
+def test_observe_preset_warns_and_changes_nothing_tensorflow_answers(config_file: Any) -> None:
+    config_file('extends = "observe"\n')
+    with capture_events() as captured, pytest.raises(tf.errors.InvalidArgumentError):
+        tf.nn.conv2d(t(1, 5, 5, 3, dtype=tf.float64), t(3, 3, 3, 2), 1, "SAME")
+    assert captured[0]["event"] == "convfix.warning"
+
+
+def test_strict_preset_raises_naming_the_key(config_file: Any) -> None:
+    config_file('extends = "strict"\n')
+    with pytest.raises(convfix.ConvFixError, match=r"policies\.padding\.mode = \"fix\""):
+        tf.nn.conv2d(t(1, 6, 6, 3), t(3, 3, 3, 2), 1, "same")

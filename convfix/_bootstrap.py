@@ -103,7 +103,8 @@ def _patch_tensorflow(module: ModuleType) -> None:
     events.emit(
         events.PATCHED,
         tensorflow=version,
-        targets=sorted({f"{p.module.__name__}.{p.attribute}" for p in done}),
+        wrapped=len(done),
+        ops=sorted({p.attribute for p in done}),
         onednn=bool(caps and caps.onednn),
         mode=state.config().mode,
     )
@@ -140,10 +141,9 @@ def _check_keras(module: ModuleType) -> None:
         return
     from convfix.integrations import tensorflow as tf_integration
 
-    variable = getattr(getattr(module, "src", None), "backend", None)
-    variable_type = getattr(variable, "Variable", None)
-    if tf_integration.caps is not None and isinstance(variable_type, type):
-        tf_integration.caps.keras_variable = variable_type
+    variable_type = tf_integration.keras_variable_type()
+    if tf_integration.caps is not None and variable_type is not None:
+        tf_integration.caps.filter_types.add(variable_type)
 
 
 def _loud(event: str, message: str, **fields: object) -> None:

@@ -53,6 +53,7 @@ WARNING = "convfix.warning"  # warn mode: problem found, nothing changed
 PATCHED = "convfix.patched"  # once when TensorFlow is patched
 UNSUPPORTED = "convfix.unsupported"  # nothing to patch / unsupported version
 INTERNAL_ERROR = "convfix.internal_error"
+REFUSED = "convfix.refused"  # a call stopped with ConvFixError (unsafe, or strict mode)
 SUMMARY = "convfix.summary"
 
 Key = tuple[str | None, str | None, str, str]

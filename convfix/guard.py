@@ -52,9 +52,8 @@ def inspect(call: Call, onednn: bool) -> list[Problem]:
                 "missing_batch_dim",
                 "batch_dim",
                 bad_rank,
-                f"{call.spec.name}: input has shape {x_shape} (rank {rank}); it needs rank "
-                f"{wanted} ({layout}): the batch dimension is missing. Pass input[None] "
-                "or a batch of inputs",
+                f"{call.spec.name}: input has shape {x_shape} (rank {rank}), one short of "
+                f"the rank {wanted} ({layout}) it needs",
                 {"input_shape": x_shape},
             )
         ]

@@ -33,13 +33,14 @@ def _key(problem: Problem) -> str:
     return f'policies.{problem.owner}.mode = "fix"'
 
 
-def refusal(call: Call, problem: Problem, policy: Policy | None) -> ConvFixError:
-    """The error for an unsafe call no enabled policy repairs."""
+def refusal(call: Call, problem: Problem, policy: Policy | None, mode: str) -> ConvFixError:
+    """The error for an unsafe call no enabled policy repairs (``mode``: the owner's)."""
     text = f"convfix refused {problem.message}. {_CONSEQUENCE[problem.hazard]}."
-    if problem.owner != "guard":
-        text += f" To repair it automatically ({_fix(call, problem, policy)}), set {_key(problem)}"
-        text += " in convfix.toml."
-    return ConvFixError(text)
+    if problem.owner != "guard" and mode != "fix":
+        text += f" Set {_key(problem)} in your convfix config to {_fix(call, problem, policy)}."
+    error = ConvFixError(text)
+    error.problem = problem  # type: ignore[attr-defined]  # read by the refusal event
+    return error
 
 
 def strict_message(call: Call, problems: list[Problem], policies: Mapping[str, Policy]) -> str:

@@ -1,10 +1,12 @@
-"""The one data path for a call the fast check could not clear:
+"""The one data path for a call the fast check could not clear, or that TensorFlow
+refused after the fast check cleared it:
 
     bind -> guard -> policies (in order) -> dispatch -> recovery -> events
 
 Everything here runs off the hot path. A bug in convfix never breaks a call TensorFlow
 could have answered: it falls back to the original call (once) and logs
 ``convfix.internal_error``; where the call is unsafe to dispatch, ConvFixError instead.
+A repair that TensorFlow still rejects re-raises TensorFlow's error for the call as made.
 """
 
 from __future__ import annotations
@@ -38,41 +40,28 @@ class Target:
     onednn: bool
 
 
-@functools.lru_cache(maxsize=32)  # configs are frozen and hashable; overrides make new ones
-def policies_for(config: Config) -> dict[str, Policy]:
-    return build(config)
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One call on its way through the pipeline."""
 
+    target: Target
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    call: Call
+    config: Config
+    policies: Mapping[str, Policy]
+    tf_error: Exception | None  # TensorFlow's error, when recovering from one
 
-def find_problems(call: Call, policies: Mapping[str, Policy], onednn: bool) -> list[Problem]:
-    """Every problem of ``call`` the guard and the enabled policies see, in run order."""
-    problems = guard.inspect(call, onednn)
-    for policy in policies.values():
-        found = policy.detect(call)
-        if found is not None:
-            problems.append(found)
-    return sorted(problems, key=rank)
+    def original(self) -> Any:
+        """The call exactly as the user made it (raises TF's error if we already have it)."""
+        if self.tf_error is not None:
+            raise self.tf_error
+        return self.target.original(*self.args, **self.kwargs)
 
-
-def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run one call through the pipeline and return its result."""
-    config = state.config()
-    try:
-        call = target.binder.bind(args, kwargs)
-        call = replace(call, graph=not tf.executing_eagerly(), layer=keras_context.layer_name())
-        policies = policies_for(config)
-        problems = find_problems(call, policies, target.onednn)
-    except Exception as bug:  # convfix's own bug: the guard could not class the call
-        return _fall_back(target, args, kwargs, bug, safe=None)
-    if not problems:
-        if runtime_checks.needed(call, target.onednn):
-            return runtime_checks.dispatch_checked(call, lambda: target.original(*args, **kwargs))
-        return target.original(*args, **kwargs)
-    if any(_mode(config, p) == "strict" for p in problems):
-        _raise_strict(target, args, kwargs, call, problems, policies)
-    try:
-        return _repair_and_run(target, args, kwargs, call, problems, config, policies)
-    except _Bug as wrapped:
-        return _fall_back(target, args, kwargs, wrapped.bug, safe=wrapped.safe)
+    def mode(self, problem: Problem) -> str:
+        if problem.owner == "guard":  # always on: its answers do not depend on a policy
+            return self.config.mode
+        return self.config.policy_mode(problem.owner)
 
 
 class _Bug(Exception):
@@ -83,25 +72,78 @@ class _Bug(Exception):
         self.bug, self.safe = bug, safe
 
 
-def _mode(config: Config, problem: Problem) -> str:
-    if problem.owner == "guard":  # always on: its answers do not depend on a policy
-        return config.mode
-    return config.policy_mode(problem.owner)
+@functools.lru_cache(maxsize=32)  # configs are frozen and hashable; overrides make new ones
+def policies_for(config: Config) -> dict[str, Policy]:
+    return build(config)
 
 
-def _repair_and_run(
-    target: Target,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    call: Call,
-    problems: list[Problem],
-    config: Config,
-    policies: Mapping[str, Policy],
-) -> Any:
+def find_problems(call: Call, policies: Mapping[str, Policy], onednn: bool) -> list[Problem]:
+    """Every problem of ``call`` the guard and the policies see, in run order."""
+    problems = guard.inspect(call, onednn)
+    for policy in policies.values():
+        found = policy.detect(call)
+        if found is not None:
+            problems.append(found)
+    return sorted(problems, key=rank)
+
+
+def _start(
+    target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], tf_error: Exception | None
+) -> tuple[_Run, list[Problem]]:
+    config = state.config()
+    call = target.binder.bind(args, kwargs)
+    call = replace(call, graph=not tf.executing_eagerly(), layer=keras_context.layer_name())
+    policies = policies_for(config)
+    run = _Run(target, args, kwargs, call, config, policies, tf_error)
+    return run, find_problems(call, policies, target.onednn)
+
+
+def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A call the fast check could not clear: check it in full, then run it."""
+    try:
+        run, problems = _start(target, args, kwargs, None)
+    except Exception as bug:  # convfix's own bug: the guard could not class the call
+        safe = _plainly_safe(target, args, kwargs)
+        return _fall_back(lambda: target.original(*args, **kwargs), bug, safe)
+    if not problems:
+        if runtime_checks.needed(run.call, target.onednn):
+            return runtime_checks.dispatch_checked(run.call, run.original)
+        return run.original()
+    return _resolve(run, problems)
+
+
+def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> Any:
+    """TensorFlow raised on a call the fast check cleared: a policy may claim the error
+    (a dtype mismatch, a padding name in lower case...); otherwise TF's error stands."""
+    try:
+        run, problems = _start(target, args, kwargs, error)
+    except Exception:
+        problems = []  # cannot analyse the call: TensorFlow's own error stands
+    if not problems:
+        raise error
+    return _resolve(run, problems)
+
+
+def _resolve(run: _Run, problems: list[Problem]) -> Any:
+    try:
+        if any(run.mode(p) == "strict" for p in problems):
+            _raise_strict(run, problems)
+        return _repair_and_run(run, problems)
+    except _Bug as wrapped:
+        safe = wrapped.safe or run.tf_error is not None  # TF already answered: its error
+        return _fall_back(run.original, wrapped.bug, safe)
+    except ConvFixError as refused:
+        # A refusal leaves a trace too: one folded event per callsite and reason.
+        problem = getattr(refused, "problem", None) or problems[0]
+        _record(events.REFUSED, run.call, problem, run.mode(problem), "refuse", {}, level="error")
+        raise
+
+
+def _repair_and_run(run: _Run, problems: list[Problem]) -> Any:
     safe = not any(p.unsafe for p in problems)
     repairs: list[tuple[Problem, Repair]] = []
     handled: set[str] = set()
-    current = call
+    current = run.call
     try:
         for _ in range(_MAX_STEPS):
             pending = [p for p in problems if p.reason not in handled]
@@ -109,56 +151,40 @@ def _repair_and_run(
                 break
             problem = pending[0]
             handled.add(problem.reason)
-            policy = policies.get(problem.owner)
-            mode = _mode(config, problem)
+            policy = run.policies.get(problem.owner)
+            mode = run.mode(problem)
             if problem.reason == "empty_input":
                 return _answer_empty(current, problem, mode, repairs)
-            if policy is None or mode == "off" or mode == "warn":
+            if policy is None or mode in ("off", "warn"):
                 if mode == "warn":
                     _record(events.WARNING, current, problem, mode, "none", {})
                 if problem.unsafe:
-                    raise refusal(current, problem, policy)
+                    raise refusal(current, problem, policy, mode)
                 continue
             repair = policy.apply(current, problem)
             repairs.append((problem, repair))
             current = repair.call
-            problems = find_problems(current, policies, target.onednn)
+            problems = find_problems(current, run.policies, run.target.onednn)
     except ConvFixError:
         raise
     except Exception as bug:
         raise _Bug(bug, safe) from bug
-    return _dispatch(target, args, kwargs, call, current, repairs, safe, config)
+    return _dispatch(run, current, repairs, safe)
 
 
-def _dispatch(
-    target: Target,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    call: Call,
-    current: Call,
-    repairs: list[tuple[Problem, Repair]],
-    safe: bool,
-    config: Config,
-) -> Any:
+def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], safe: bool) -> Any:
     if not repairs:
-        return target.original(*args, **kwargs)
+        return run.original()
     try:
-        result = target.binder.dispatch(target.original, current)
-    except (tf.errors.OpError, TypeError, ValueError) as error:
+        result = run.target.binder.dispatch(run.target.original, current)
+    except Exception as error:
         for problem, repair in repairs:
             _record(
-                events.INTERVENTION,
-                call,
-                problem,
-                _mode(config, problem),
-                repair.action,
-                repair.after,
-                outcome="fix_failed",
-                error_type=type(error).__name__,
-            )
-        if safe:
-            # A failed fix re-raises TensorFlow's own error for the call as the user made it.
-            return target.original(*args, **kwargs)
+                events.INTERVENTION, run.call, problem, run.mode(problem), repair.action,
+                repair.after, outcome="fix_failed", error_type=type(error).__name__,
+            )  # fmt: skip
+        if safe:  # TensorFlow's own error for the call as the user made it
+            return run.original()
         raise
     for problem, repair in reversed(repairs):
         if repair.finish is not None:
@@ -166,12 +192,12 @@ def _dispatch(
                 result = repair.finish(result)
             except Exception as bug:
                 raise ConvFixError(
-                    f"convfix: {call.spec.name}: finishing the {problem.owner} repair failed "
-                    "(a convfix bug; please report it)"
+                    f"convfix: {run.call.spec.name}: finishing the {problem.owner} repair "
+                    "failed (a convfix bug; please report it)"
                 ) from bug
     for problem, repair in repairs:
         _record(
-            events.INTERVENTION, call, problem, _mode(config, problem), repair.action, repair.after
+            events.INTERVENTION, run.call, problem, run.mode(problem), repair.action, repair.after
         )
     return result
 
@@ -181,7 +207,7 @@ def _answer_empty(
 ) -> Any:
     shape = empty_output_shape(call)
     if shape is None:
-        raise refusal(call, problem, None)
+        raise refusal(call, problem, None, mode)
     result = empty_result(call, shape)
     for earlier, repair in repairs:
         _record(events.INTERVENTION, call, earlier, mode, repair.action, repair.after)
@@ -189,33 +215,18 @@ def _answer_empty(
     return result
 
 
-def _raise_strict(
-    target: Target,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    call: Call,
-    problems: list[Problem],
-    policies: Mapping[str, Policy],
-) -> None:
-    message = strict_message(call, problems, policies)
+def _raise_strict(run: _Run, problems: list[Problem]) -> None:
+    message = strict_message(run.call, problems, run.policies)
     if any(p.unsafe for p in problems):
         raise ConvFixError(message)
     try:  # TensorFlow answers this call itself: chain its own error to ours
-        target.original(*args, **kwargs)
+        run.original()
     except Exception as tf_error:
         raise ConvFixError(message) from tf_error
     raise ConvFixError(message)
 
 
-def _fall_back(
-    target: Target,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    bug: Exception,
-    safe: bool | None,
-) -> Any:
-    if safe is None:
-        safe = _plainly_safe(target, args, kwargs)
+def _fall_back(original: Callable[[], Any], bug: Exception, safe: bool) -> Any:
     events.emit(
         events.INTERNAL_ERROR,
         level="error",
@@ -228,7 +239,7 @@ def _fall_back(
             "convfix: an internal error stopped the checks on a call TensorFlow may crash "
             "on, so it was not run (a convfix bug; please report it with the event log)"
         ) from bug
-    return target.original(*args, **kwargs)
+    return original()
 
 
 def _plainly_safe(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -245,7 +256,8 @@ def _plainly_safe(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any])
         sizes = x[1:-1] if call.channels_last() else x[2:]
         same = isinstance(call.padding, str) and call.padding.upper() == "SAME"
         dilated = per_spatial(call.dilations, spatial, call.channels_last()) != [1] * spatial
-        return same or (not dilated and all(s >= k for s, k in zip(sizes, f[:spatial])))  # type: ignore[operator]
+        fits = all(s >= k for s, k in zip(sizes, f[:spatial]))  # type: ignore[operator]
+        return same or (not dilated and fits)
     except Exception:
         return False
 
@@ -260,32 +272,20 @@ def _record(
     **fields: Any,
 ) -> None:
     try:  # after dispatch the result is in hand: a failing event must not lose it
-        _write_event(event, call, problem, mode, action, after, **fields)
+        events.record(
+            event,
+            policy=problem.owner,
+            op=call.spec.name,
+            action=action,
+            mode=mode,
+            reason=problem.reason,
+            before=dict(problem.before),
+            after=dict(after),
+            graph=call.graph,
+            layer=call.layer,
+            **fields,
+        )
     except Exception as bug:
         events.emit(
             events.INTERNAL_ERROR, level="error", stage="events", error_type=type(bug).__name__
         )
-
-
-def _write_event(
-    event: str,
-    call: Call,
-    problem: Problem,
-    mode: str,
-    action: str,
-    after: Mapping[str, Any],
-    **fields: Any,
-) -> None:
-    events.record(
-        event,
-        policy=problem.owner,
-        op=call.spec.name,
-        action=action,
-        mode=mode,
-        reason=problem.reason,
-        before=dict(problem.before),
-        after=dict(after),
-        graph=call.graph,
-        layer=call.layer,
-        **fields,
-    )

@@ -1,4 +1,4 @@
-"""What convfix is doing right now: the active config, overrides, and the per-thread depth.
+"""What convfix is doing right now: the active config and overrides.
 
 Kept apart from the pipeline so that the hot path reads a few plain attributes and
 nothing else; importing this module is cheap (no TensorFlow).
@@ -25,14 +25,7 @@ class Flags:
         self.patched = False
 
 
-class _Depth(threading.local):
-    # > 0 while this thread is inside a convfix entry: inner wrappers pass straight through,
-    # so a call is handled once, not once per layer of TensorFlow it passes through.
-    depth = 0
-
-
 flags = Flags()
-local = _Depth()
 _config: Config | None = None
 _override: contextvars.ContextVar[Config | None] = contextvars.ContextVar(
     "convfix_override", default=None

@@ -1,12 +1,15 @@
 """Where convfix hooks into TensorFlow: the table, patch() and unpatch().
 
-Two layers, one handling per call:
-- entries: the public functions users and Keras call (tf.nn.*, tf.compat.v1.nn.*), where
-  the user's own arguments still exist (padding strings, lists, a missing batch dim);
-- backstops: the generated ops every path reaches (gen_nn_ops.conv2d, conv3d,
-  depthwise_conv2d_native), for callers that hold an unpatched function (``from
-  tensorflow.nn import conv2d`` before convfix patched) or reach the ops another way.
-An entry marks the thread while it runs, so the backstop beneath it passes straight through.
+convfix wraps the public functions users and Keras call (tf.nn.*, tf.compat.v1.nn.*),
+where the user's own arguments still exist (padding strings, lists, a missing batch dim),
+and nothing beneath them: every call is handled exactly once, and a healthy call pays for
+one wrapper. Keras 3 reaches these functions through ``tf.nn`` at call time.
+
+A module that bound one of them before convfix patched (``from tensorflow.nn import
+conv2d`` with TensorFlow imported before convfix) holds the original: patching also
+rebinds such module-level names, outside TensorFlow's and Keras' own packages, and
+unpatching puts them back. (A reference held elsewhere, in a closure or a class, stays
+unwrapped: ``import convfix.auto`` first avoids that.)
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from convfix.integrations.entry import (
     MARK,
     Capabilities,
     FastCheck,
+    FilterShapes,
     make_entry,
     make_fast_check,
 )
@@ -35,22 +39,8 @@ ENTRY_MODULES: dict[str, dict[str, OpSpec]] = {
     "tensorflow._api.v2.compat.v2.nn": V2_SPECS,
     "tensorflow._api.v2.compat.v1.nn": V1_SPECS,
 }
-
-GEN_MODULE = "tensorflow.python.ops.gen_nn_ops"
-_GEN = dict(
-    filter_params=("filter",),
-    dilations_params=("dilations",),
-)
-BACKSTOPS: dict[str, OpSpec] = {
-    "conv2d": OpSpec("raw_ops.Conv2D", "conv", 2, **_GEN),  # type: ignore[arg-type]
-    "conv3d": OpSpec("raw_ops.Conv3D", "conv", 3, **_GEN),  # type: ignore[arg-type]
-    "depthwise_conv2d_native": OpSpec(
-        "raw_ops.DepthwiseConv2dNative",
-        "depthwise",
-        2,
-        **_GEN,  # type: ignore[arg-type]
-    ),
-}
+# Packages whose module globals are definitions, not user references: never rebound.
+_OWN_PACKAGES = ("tensorflow", "keras", "tf_keras", "convfix", "tensorboard")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,15 +72,16 @@ def is_patched() -> bool:
 
 
 def patch_tensorflow() -> list[Patched]:
-    """Wrap every entry and backstop found. Idempotent: a second call wraps nothing."""
+    """Wrap every entry found, and rebind user references to them. Idempotent: a second
+    call wraps nothing."""
     global caps
     if _patched:
         return []
     caps = _probe()
-    from convfix.pipeline import Target, handle
+    filters = FilterShapes(caps)
+    from convfix.pipeline import Target, handle, recover
 
     wanted = [(m, a, s) for m, specs in ENTRY_MODULES.items() for a, s in specs.items()]
-    wanted += [(GEN_MODULE, a, s) for a, s in BACKSTOPS.items()]
     # Build every wrapper first, then install them all: a failure leaves nothing half-done.
     done: list[Patched] = []
     for module_name, attribute, spec in wanted:
@@ -103,12 +94,36 @@ def patch_tensorflow() -> list[Patched]:
         def slow(args: tuple[Any, ...], kwargs: dict[str, Any], target: Target = target) -> Any:
             return handle(target, args, kwargs)
 
-        wrapper = make_entry(original, _fast_check_or_none(spec, original, caps), slow)
+        def recovery(
+            args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception, target: Target = target
+        ) -> Any:
+            return recover(target, args, kwargs, error)
+
+        fast = _fast_check_or_none(spec, original, caps, filters)
+        wrapper = make_entry(original, fast, slow, recovery)
         done.append(Patched(module, attribute, original, wrapper))
+    done += _user_references({id(p.original): p.wrapper for p in done})
     for item in done:
         setattr(item.module, item.attribute, item.wrapper)
     _patched.extend(done)
     return done
+
+
+def _user_references(wrappers: dict[int, Callable[..., Any]]) -> list[Patched]:
+    """Module-level names outside TensorFlow bound to an original before patching."""
+    found = []
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] in _OWN_PACKAGES:
+            continue
+        try:
+            names = list(vars(module).items())
+        except TypeError:
+            continue
+        for attribute, value in names:
+            wrapper = wrappers.get(id(value))
+            if wrapper is not None and not attribute.startswith("__"):
+                found.append(Patched(module, attribute, value, wrapper))
+    return found
 
 
 def unpatch_tensorflow() -> int:
@@ -124,12 +139,12 @@ def unpatch_tensorflow() -> int:
 
 
 def _fast_check_or_none(
-    spec: OpSpec, original: Callable[..., Any], caps: Capabilities
+    spec: OpSpec, original: Callable[..., Any], caps: Capabilities, filters: FilterShapes
 ) -> FastCheck | None:
     """No fast check (every call takes the full path) if the signature is not the one the
     table describes: slower, never wrong."""
     try:
-        return make_fast_check(spec, original, caps)
+        return make_fast_check(spec, original, caps, filters)
     except (KeyError, ValueError, TypeError):
         return None
 
@@ -141,20 +156,27 @@ def _probe() -> Capabilities:
 
     eager = type(tf.constant(0.0))
     symbolic: type = getattr(ops, "SymbolicTensor", eager)
-    filter_types = frozenset(
-        {
-            eager,
-            symbolic,
-            resource_variable_ops.ResourceVariable,
-            resource_variable_ops.UninitializedVariable,
-        }
-    )
-    floats = frozenset(id(d) for d in (tf.float16, tf.bfloat16, tf.float32, tf.float64))
+    filter_types = {
+        eager,
+        symbolic,
+        resource_variable_ops.ResourceVariable,
+        resource_variable_ops.UninitializedVariable,
+    }
+    keras_variable = keras_variable_type()
+    if keras_variable is not None:  # Keras is imported during `import tensorflow` itself
+        filter_types.add(keras_variable)
     # The fast check reads TensorShape._dims (a tuple): if this TensorFlow stores shapes
     # differently, every call takes the full path instead (slower, still right).
     if getattr(tf.TensorShape([1, None]), "_dims", None) != (1, None):
-        filter_types = frozenset()
-    return Capabilities(eager, symbolic, filter_types, floats, onednn_enabled())
+        filter_types.clear()
+    return Capabilities(eager, symbolic, filter_types, onednn_enabled())
+
+
+def keras_variable_type() -> type | None:
+    """Keras 3's variable class, if Keras is imported (filters of Keras layers)."""
+    backend = sys.modules.get("keras.src.backend")
+    variable = getattr(backend, "Variable", None)
+    return variable if isinstance(variable, type) else None
 
 
 def onednn_enabled() -> bool:

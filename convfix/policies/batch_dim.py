@@ -51,7 +51,7 @@ class BatchDimPolicy:
         as_batch, as_channel = self._readings(call, x, f)
         if as_channel and as_batch:
             raise ConvFixError(
-                f"convfix refused {problem.message}. The input could be missing its batch "
+                f"convfix refused {problem.message}. It could be missing its batch "
                 f"dimension (one example of shape {x}, {_channels(call, x)} channels) or its "
                 f"channel dimension ({x[0]} examples with 1 channel, as the filter "
                 f"{f} also accepts): pass input[None] or input[..., None] yourself"

@@ -25,8 +25,8 @@ try:
     y = tf.nn.conv2d(x, k, 1, "SAME").dtype.name
 except Exception as e:
     y = type(e).__name__
-print("RESULT", {"depth": depth(tf.nn.conv2d), "gen": depth(
-    __import__("tensorflow.python.ops.gen_nn_ops", fromlist=["x"]).conv2d), "y": y})
+print("RESULT", {"depth": depth(tf.nn.conv2d), "compat": depth(tf.compat.v1.nn.conv2d),
+                 "y": y})
 """
 
 
@@ -37,18 +37,18 @@ def _result(stdout: str) -> dict[str, object]:
 
 def test_auto_before_tensorflow_patches_once(tmp_path: object) -> None:
     out = run_python("import convfix.auto\n" + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
 
 
 def test_auto_after_tensorflow_patches_once(tmp_path: object) -> None:
     out = run_python("import tensorflow\nimport convfix.auto\n" + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
 
 
 def test_double_import_and_patch_after_auto_wrap_once(tmp_path: object) -> None:
     code = "import convfix.auto\nimport convfix.auto\nimport convfix\nconvfix.patch()\n"
     out = run_python(code + "import tensorflow\nconvfix.patch()\n" + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
 
 
 def test_unpatch_restores_the_original_objects_exactly(tmp_path: object) -> None:
@@ -61,23 +61,24 @@ def test_unpatch_restores_the_original_objects_exactly(tmp_path: object) -> None
     patched = (tf.nn.conv2d, tf.nn.convolution, tf.compat.v1.nn.conv2d, gen_nn_ops.conv2d)
     convfix.unpatch()
     after = (tf.nn.conv2d, tf.nn.convolution, tf.compat.v1.nn.conv2d, gen_nn_ops.conv2d)
-    print("RESULT", {"changed": all(a is not b for a, b in zip(before, patched)),
+    print("RESULT", {"changed": [a is not b for a, b in zip(before, patched)],
                      "restored": all(a is b for a, b in zip(before, after))})
     """
     out = run_python(code, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"changed": True, "restored": True}, out.stderr
+    # public functions wrapped, the generated op beneath them never touched
+    assert _result(out.stdout) == {"changed": [True, True, True, False], "restored": True}
 
 
 def test_patch_unpatch_patch_wraps_once_and_repairs(tmp_path: object) -> None:
     code = "import convfix\nconvfix.patch()\nconvfix.unpatch()\nconvfix.patch()\n"
     out = run_python(code + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "gen": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
 
 
 def test_after_unpatch_calls_behave_as_plain_tensorflow(tmp_path: object) -> None:
     code = "import convfix\nconvfix.patch()\nconvfix.unpatch()\n"
     out = run_python(code + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 0, "gen": 0, "y": "InvalidArgumentError"}
+    assert _result(out.stdout) == {"depth": 0, "compat": 0, "y": "InvalidArgumentError"}
 
 
 def test_importing_auto_does_not_import_tensorflow(tmp_path: object) -> None:
@@ -90,19 +91,20 @@ def test_importing_auto_does_not_import_tensorflow(tmp_path: object) -> None:
     assert _result(out.stdout) == {"heavy": []}, out.stderr
 
 
-def test_function_imported_before_patching_is_still_covered_by_the_backstop(
-    tmp_path: object,
-) -> None:
+def test_name_imported_before_patching_is_rebound_and_restored(tmp_path: object) -> None:
+    (tmp_path / "userlib.py").write_text("from tensorflow.nn import conv2d\n")  # type: ignore[operator]
     code = """
-    from tensorflow.nn import conv2d  # bound before convfix patched
+    import userlib  # bound tf.nn.conv2d before convfix patched
     import tensorflow as tf
     import convfix
+    original = userlib.conv2d
     convfix.patch()
-    y = conv2d(tf.ones([1, 5, 5, 3], tf.float64), tf.ones([3, 3, 3, 2]), 1, "SAME")
-    print("RESULT", {"dtype": y.dtype.name})
+    y = userlib.conv2d(tf.ones([1, 5, 5, 3], tf.float64), tf.ones([3, 3, 3, 2]), 1, "SAME")
+    convfix.unpatch()
+    print("RESULT", {"dtype": y.dtype.name, "restored": userlib.conv2d is original})
     """
-    out = run_python(code, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"dtype": "float64"}, out.stderr
+    out = run_python(code, cwd=str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
+    assert _result(out.stdout) == {"dtype": "float64", "restored": True}, out.stderr
     assert '"reason": "dtype_mismatch"' in out.stderr
 
 
@@ -146,7 +148,8 @@ def test_patched_event_is_written_once_as_json(tmp_path: object) -> None:
     patched = [json.loads(line) for line in out.stderr.splitlines() if '"convfix.patched"' in line]
     assert len(patched) == 1
     assert patched[0]["tensorflow"] == "2.21.0"
-    assert "tensorflow._api.v2.nn.conv2d" in patched[0]["targets"]
+    assert patched[0]["wrapped"] == 26  # the public functions of tf.nn, compat.v1, compat.v2
+    assert "conv2d" in patched[0]["ops"] and "separable_conv2d" in patched[0]["ops"]
 
 
 def test_keras_with_another_backend_is_reported_loudly(

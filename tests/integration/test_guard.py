@@ -145,9 +145,21 @@ def test_refusal_names_argument_shape_and_what_would_be_valid() -> None:
     ):
         tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")
     message = str(raised.value)
-    assert "input has shape [10, 10, 3] (rank 3)" in message
-    assert "needs rank 4 (NHWC)" in message
+    assert "input has shape [10, 10, 3] (rank 3), one short of the rank 4 (NHWC)" in message
+    assert "abort the whole process" in message
     assert 'policies.batch_dim.mode = "fix"' in message
+
+
+def test_refusal_is_logged_as_an_event() -> None:
+    with (
+        convfix.override(policies={"batch_dim": "off"}),
+        capture_events() as captured,
+        pytest.raises(convfix.ConvFixError),
+    ):
+        tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")
+    assert captured[0]["event"] == "convfix.refused"
+    assert captured[0]["reason"] == "missing_batch_dim"
+    assert captured[0]["level"] == "error"
 
 
 def test_refusal_of_a_small_input_names_input_kernel_and_padding() -> None:

@@ -1,0 +1,151 @@
+"""Process set-up every benchmark shares: a quiet TensorFlow, events to a temp file, convfix on.
+
+Everything here runs before TensorFlow is imported, which is why the benchmark modules import
+TensorFlow only through :func:`prepare` and never at their top level.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+EVENTS_VAR = "CONVFIX_EVENTS_PATH"
+GEN_NN_OPS = "tensorflow.python.ops.gen_nn_ops"
+# The generated op every conv2d path reaches, wrapped by convfix as a backstop.
+BACKSTOP_CONV2D = (GEN_NN_OPS, "conv2d")
+
+_tf: Any = None  # the tensorflow module: Any, as TensorFlow ships no type information
+
+
+def prepare() -> Any:
+    """Set the environment, activate convfix with its defaults, and return ``tensorflow``.
+
+    Idempotent, so the runner and each benchmark can both call it.
+    """
+    global _tf
+    if _tf is not None:
+        return _tf
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _route_events_to_temp_file()
+    import convfix
+
+    convfix.patch()  # before TensorFlow's import: the post-import hook patches it
+    import tensorflow as tf
+
+    _tf = tf
+    return tf
+
+
+def _route_events_to_temp_file() -> None:
+    # The dtype benchmark makes thousands of repairs, each one an event; on stderr they would
+    # bury the table. A user's own choice of path wins.
+    if os.environ.get(EVENTS_VAR):
+        return
+    fd, path = tempfile.mkstemp(prefix="convfix-bench-", suffix=".jsonl")
+    os.close(fd)
+    os.environ[EVENTS_VAR] = path
+    # Registered before convfix.patch(), so it runs after convfix's own exit summary.
+    atexit.register(_remove, path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)
+
+
+def original(function: Any) -> Any:
+    """TensorFlow's function behind a convfix wrapper (the function itself if unwrapped)."""
+    from convfix.integrations.entry import MARK
+
+    return getattr(function, MARK, function)
+
+
+@contextlib.contextmanager
+def unpatched(*targets: tuple[str, str]) -> Iterator[None]:
+    """Put TensorFlow's originals back at ``(module, attribute)`` for the block.
+
+    ``convfix.override(mode="off")`` would still run each wrapper's pass-through, and calling
+    ``wrapper.__convfix_original__`` still reaches the wrapped generated op beneath it: a
+    baseline is only clean with every layer a call crosses swapped back.
+    """
+    saved: list[tuple[ModuleType, str, Any]] = []
+    try:
+        for module_name, attribute in targets:
+            module = sys.modules[module_name]
+            current = getattr(module, attribute)
+            saved.append((module, attribute, current))
+            setattr(module, attribute, original(current))
+        yield
+    finally:
+        for module, attribute, current in reversed(saved):
+            setattr(module, attribute, current)
+
+
+def environment() -> dict[str, str]:
+    """What a reader needs to judge the numbers: versions, CPUs, oneDNN, convfix's mode."""
+    tf = prepare()
+    from convfix import state
+
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        onednn = str(bool(_pywrap_util_port.IsMklEnabled()))
+    except Exception:  # a build without the probe: say so rather than guess
+        onednn = "unknown"
+    opts = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset")  # reported, never changed
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return {
+        "tensorflow": tf.__version__,
+        "python": sys.version.split()[0],
+        "cpus": f"{os.cpu_count()} (usable {len(os.sched_getaffinity(0))})",
+        "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={opts})",
+        "convfix_mode": state.config().mode,
+        "events": os.environ.get(EVENTS_VAR, ""),
+        "load_average": load,
+    }
+
+
+def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object]) -> bool | None:
+    """Whether convfix's fast check clears every call ``run`` makes to the wrapper at
+    ``module_name.attribute``; None if no call was seen or convfix's tables cannot tell.
+
+    A ratio alone cannot say whether a healthy call took the fast path or the full pipeline;
+    this can, by evaluating a fast check built the way convfix builds the wrapper's own.
+    """
+    try:
+        from convfix.integrations import tensorflow as tf_integration
+        from convfix.integrations.entry import make_fast_check
+
+        tables = {**tf_integration.ENTRY_MODULES, GEN_NN_OPS: tf_integration.BACKSTOPS}
+        spec = tables[module_name][attribute]
+        module = sys.modules[module_name]
+        wrapper = getattr(module, attribute)
+        if tf_integration.caps is None or original(wrapper) is wrapper:
+            return None
+        fast = make_fast_check(spec, original(wrapper), tf_integration.caps)
+    except Exception:  # convfix's internals moved: say "unknown" rather than fail the run
+        return None
+    verdicts: list[bool] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        verdicts.append(bool(fast(args, kwargs)))
+        return wrapper(*args, **kwargs)
+
+    setattr(module, attribute, spy)
+    try:
+        run()
+    finally:
+        setattr(module, attribute, wrapper)
+    return all(verdicts) if verdicts else None
+
+
+def fast_path_note(verdict: bool | None) -> str:
+    if verdict is None:
+        return "fast path: unknown"
+    return "fast path: yes" if verdict else "fast path: NO, every call runs the full pipeline"

@@ -82,22 +82,49 @@ class Call:
         )
 
 
-class Binder:
-    """Binds positional and keyword arguments of one function to a Call."""
+_MISSING = object()
 
-    __slots__ = ("_signature", "spec")
+
+class Binder:
+    """Binds positional and keyword arguments of one function to a Call.
+
+    The common case (plain positional-or-keyword parameters, every required one given)
+    is a dict merge; anything else goes through inspect.Signature.bind, which also raises
+    the TypeError Python would for a bad call.
+    """
+
+    __slots__ = ("_defaults", "_names", "_signature", "spec")
 
     def __init__(self, spec: OpSpec, function: Callable[..., Any]) -> None:
         self.spec = spec
         self._signature = inspect.signature(function)
+        params = self._signature.parameters.values()
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        self._names = tuple(p.name for p in params) if plain else ()
+        self._defaults = {p.name: _MISSING if p.default is p.empty else p.default for p in params}
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Call:
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
+        arguments = self._quick(args, kwargs)
+        if arguments is None:
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
         input_name = _first_given(arguments, self.spec.input_params)
         filter_name = _first_given(arguments, self.spec.filter_params)
         return Call(self.spec, arguments, input_name, filter_name)
+
+    def _quick(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+        if not self._names or len(args) > len(self._names):
+            return None
+        arguments = dict(self._defaults)
+        arguments.update(zip(self._names, args))
+        for name in kwargs:
+            if name not in arguments or name in self._names[: len(args)]:
+                return None  # unknown or duplicate: let Signature.bind raise
+        arguments.update(kwargs)
+        if any(value is _MISSING for value in arguments.values()):
+            return None
+        return arguments
 
     def dispatch(self, function: Callable[..., Any], call: Call) -> Any:
         """Call ``function`` with the call's arguments, by keyword."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import tensorflow as tf
@@ -25,19 +25,23 @@ from convfix.config import Config
 from convfix.errors import ConvFixError
 from convfix.geometry import per_spatial, static_shape
 from convfix.integrations import keras_context
+from convfix.integrations.entry import FilterShapes
 from convfix.messages import refusal, strict_message
 from convfix.policies import Policy, Problem, Repair, build, rank
+from convfix.replay import Plan, ReplayTable, signature
 
 _MAX_STEPS = 8  # each repair removes one problem; more steps than policies means a loop
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One wrapped function: its original and how to bind its arguments."""
+    """One wrapped function: its original, how to bind its arguments, what it learned."""
 
     original: Callable[..., Any]
     binder: Binder
     onednn: bool
+    filters: FilterShapes
+    replays: ReplayTable = field(default_factory=ReplayTable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,47 +92,80 @@ def find_problems(call: Call, policies: Mapping[str, Policy], onednn: bool) -> l
 
 
 def _start(
-    target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], tf_error: Exception | None
-) -> tuple[_Run, list[Problem]]:
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tf_error: Exception | None,
+    plan: Plan | None = None,
+) -> _Run:
     config = state.config()
     call = target.binder.bind(args, kwargs)
-    call = replace(call, graph=not tf.executing_eagerly(), layer=keras_context.layer_name())
-    policies = policies_for(config)
-    run = _Run(target, args, kwargs, call, config, policies, tf_error)
-    return run, find_problems(call, policies, target.onednn)
+    # The Keras layer (for events) costs ~10 us to look up: a replay takes the plan's.
+    layer = plan.layer if plan is not None else keras_context.layer_name()
+    call = replace(call, graph=not tf.executing_eagerly(), layer=layer)
+    return _Run(target, args, kwargs, call, config, policies_for(config), tf_error)
+
+
+def _detect(run: _Run) -> list[Problem]:
+    return find_problems(run.call, run.policies, run.target.onednn)
 
 
 def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """A call the fast check could not clear: check it in full, then run it."""
+    """A call the fast check could not clear: replay what was learned for its signature,
+    or check it in full, then run it."""
+    key = signature(args, kwargs) if tf.executing_eagerly() else None
+    plan = target.replays.get(key, state.config())
+    if plan is not None:
+        return _replay(target, args, kwargs, plan)
     try:
-        run, problems = _start(target, args, kwargs, None)
+        run = _start(target, args, kwargs, None)
+        problems = _detect(run)
     except Exception as bug:  # convfix's own bug: the guard could not class the call
         safe = _plainly_safe(target, args, kwargs)
         return _fall_back(lambda: target.original(*args, **kwargs), bug, safe)
     if not problems:
         if runtime_checks.needed(run.call, target.onednn):
             return runtime_checks.dispatch_checked(run.call, run.original)
+        target.replays.put(key, Plan(run.config, (), run.call.layer))
         return run.original()
-    return _resolve(run, problems)
+    return _resolve(run, problems, key)
 
 
 def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> Any:
     """TensorFlow raised on a call the fast check cleared: a policy may claim the error
     (a dtype mismatch, a padding name in lower case...); otherwise TF's error stands."""
+    key = signature(args, kwargs) if tf.executing_eagerly() else None
     try:
-        run, problems = _start(target, args, kwargs, error)
+        run = _start(target, args, kwargs, error)
+        problems = _detect(run)
     except Exception:
         problems = []  # cannot analyse the call: TensorFlow's own error stands
     if not problems:
         raise error
-    return _resolve(run, problems)
+    result = _resolve(run, problems, key)
+    target.filters.flag(run.call.filter)  # later calls go to the replay, not to TF first
+    return result
 
 
-def _resolve(run: _Run, problems: list[Problem]) -> Any:
+def _replay(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], plan: Plan) -> Any:
+    try:
+        run = _start(target, args, kwargs, None, plan)
+    except Exception as bug:
+        safe = _plainly_safe(target, args, kwargs)
+        return _fall_back(lambda: target.original(*args, **kwargs), bug, safe)
+    if not plan.problems:
+        return run.original()
+    return _resolve(run, list(plan.problems), None, redetect=False)
+
+
+def _resolve(
+    run: _Run, problems: list[Problem], key: tuple[Any, ...] | None, redetect: bool = True
+) -> Any:
+    handled: list[Problem] = []
     try:
         if any(run.mode(p) == "strict" for p in problems):
             _raise_strict(run, problems)
-        return _repair_and_run(run, problems)
+        result = _repair_and_run(run, problems, handled, redetect)
     except _Bug as wrapped:
         safe = wrapped.safe or run.tf_error is not None  # TF already answered: its error
         return _fall_back(run.original, wrapped.bug, safe)
@@ -137,9 +174,13 @@ def _resolve(run: _Run, problems: list[Problem]) -> Any:
         problem = getattr(refused, "problem", None) or problems[0]
         _record(events.REFUSED, run.call, problem, run.mode(problem), "refuse", {}, level="error")
         raise
+    run.target.replays.put(key, Plan(run.config, tuple(handled), run.call.layer))
+    return result
 
 
-def _repair_and_run(run: _Run, problems: list[Problem]) -> Any:
+def _repair_and_run(
+    run: _Run, problems: list[Problem], handled_log: list[Problem], redetect: bool
+) -> Any:
     safe = not any(p.unsafe for p in problems)
     repairs: list[tuple[Problem, Repair]] = []
     handled: set[str] = set()
@@ -151,6 +192,7 @@ def _repair_and_run(run: _Run, problems: list[Problem]) -> Any:
                 break
             problem = pending[0]
             handled.add(problem.reason)
+            handled_log.append(problem)
             policy = run.policies.get(problem.owner)
             mode = run.mode(problem)
             if problem.reason == "empty_input":
@@ -164,7 +206,8 @@ def _repair_and_run(run: _Run, problems: list[Problem]) -> Any:
             repair = policy.apply(current, problem)
             repairs.append((problem, repair))
             current = repair.call
-            problems = find_problems(current, run.policies, run.target.onednn)
+            if redetect:
+                problems = find_problems(current, run.policies, run.target.onednn)
     except ConvFixError:
         raise
     except Exception as bug:

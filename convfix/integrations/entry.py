@@ -53,7 +53,8 @@ class FilterShapes:
 
     def __init__(self, caps: Capabilities) -> None:
         self._caps = caps
-        self._entries: dict[int, tuple[weakref.ref[Any], tuple[int, ...]]] = {}
+        # id -> (weak reference, static dims, repaired before: route calls to the replay)
+        self._entries: dict[int, tuple[weakref.ref[Any], tuple[int, ...], bool]] = {}
 
     def dims(self, value: Any) -> tuple[int, ...] | None:
         entry = self._entries.get(id(value))
@@ -62,8 +63,15 @@ class FilterShapes:
         return self.learn(value)
 
     @property
-    def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...]]]:
+    def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...], bool]]:
         return self._entries
+
+    def flag(self, value: Any) -> None:
+        """Calls with this filter were repaired: send them to the slow path, where the
+        replay table answers them without waiting for TensorFlow to refuse first."""
+        entry = self._entries.get(id(value))
+        if entry is not None and entry[0]() is value:
+            self._entries[id(value)] = (entry[0], entry[1], True)
 
     def learn(self, value: Any) -> tuple[int, ...] | None:
         if type(value) not in self._caps.filter_types:
@@ -74,7 +82,7 @@ class FilterShapes:
             return None
         if len(self._entries) >= self.limit:
             self._entries.clear()
-        self._entries[id(value)] = (weakref.ref(value), dims)
+        self._entries[id(value)] = (weakref.ref(value), dims, False)
         return dims
 
 
@@ -113,7 +121,12 @@ def make_fast_check(
             return False
         f = args[f_pos] if n > f_pos else kwargs.get(f_name)
         entry = known.get(id(f))
-        f_dims = entry[1] if entry is not None and entry[0]() is f else learn(f)
+        if entry is not None and entry[0]() is f:
+            if entry[2]:
+                return False  # repaired before: the replay table knows this call
+            f_dims: tuple[int, ...] | None = entry[1]
+        else:
+            f_dims = learn(f)
         dims = x.shape._dims  # TensorFlow reads input.shape next anyway: cached for it
         if f_dims is None or dims is None:
             return False

@@ -89,7 +89,7 @@ def patch_tensorflow() -> list[Patched]:
         original = getattr(module, attribute, None) if module else None
         if module is None or original is None or getattr(original, MARK, None) is not None:
             continue
-        target = Target(original, Binder(spec, original), caps.onednn)
+        target = Target(original, Binder(spec, original), caps.onednn, filters)
 
         def slow(args: tuple[Any, ...], kwargs: dict[str, Any], target: Target = target) -> Any:
             return handle(target, args, kwargs)

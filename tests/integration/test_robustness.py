@@ -80,13 +80,18 @@ def test_bug_while_checking_an_unsafe_call_raises_convfix_error_not_an_abort(
 def test_bug_after_dispatch_keeps_the_result_and_never_dispatches_twice(
     monkeypatch: pytest.MonkeyPatch, counting_dispatch: list[int]
 ) -> None:
-    tf.nn.conv2d(X64, K32, 1, "SAME")
-    without_bug = len(counting_dispatch)  # TF's refusal, then the repaired call
+    def dispatches() -> tuple[int, Any]:
+        before = len(counting_dispatch)
+        y = tf.nn.conv2d(X64, K32, 1, "SAME")
+        return len(counting_dispatch) - before, y
+
+    dispatches()  # the first repair is learned; later ones replay it
+    steady, _ = dispatches()
     monkeypatch.setattr(events, "record", _boom)
     with capture_events() as captured:
-        y = tf.nn.conv2d(X64, K32, 1, "SAME")
+        with_bug, y = dispatches()
     assert y.dtype == tf.float64
-    assert len(counting_dispatch) == 2 * without_bug
+    assert with_bug == steady == 1
     assert captured[0]["event"] == "convfix.internal_error"
 
 
@@ -197,3 +202,37 @@ def test_unknown_spatial_size_in_a_graph_refuses_a_too_small_input_at_run_time()
     assert model(tf.ones([1, 5, 5, 3])).shape == (1, 3, 3, 4)
     with pytest.raises(tf.errors.InvalidArgumentError, match="convfix"):
         model(tf.ones([1, 2, 2, 3]))
+
+
+def test_learned_repair_is_replayed_without_waiting_for_tensorflow_to_refuse(
+    counting_dispatch: list[int],
+) -> None:
+    k = tf.ones([3, 3, 3, 2])  # a filter of its own: nothing learned about it yet
+    tf.nn.conv2d(X64, k, 1, "SAME")
+    first = len(counting_dispatch)
+    for _ in range(3):
+        y = tf.nn.conv2d(X64, k, 1, "SAME")
+    assert first == 2  # TensorFlow's refusal, then the repaired call
+    assert len(counting_dispatch) - first == 3  # then one dispatch per call
+    assert y.dtype == tf.float64
+    assert sum(events.counts().values()) == 4
+
+
+def test_healthy_call_sharing_a_repaired_filter_stays_untouched() -> None:
+    k = tf.ones([3, 3, 3, 2])
+    tf.nn.conv2d(X64, k, 1, "SAME")  # the filter is now known from a repair
+    x32 = tf.random.normal([1, 5, 5, 3], seed=4)
+    with capture_events() as captured:
+        y = tf.nn.conv2d(x32, k, 1, "SAME")
+    np.testing.assert_array_equal(y.numpy(), getattr(tf.nn.conv2d, MARK)(x32, k, 1, "SAME"))
+    assert captured == []
+
+
+def test_a_learned_repair_does_not_outlive_a_config_change() -> None:
+    k = tf.ones([3, 3, 3, 2])
+    assert tf.nn.conv2d(X64, k, 1, "SAME").dtype == tf.float64
+    with (
+        convfix.override(policies={"dtype": "off"}),
+        pytest.raises(tf.errors.InvalidArgumentError),
+    ):
+        tf.nn.conv2d(X64, k, 1, "SAME")

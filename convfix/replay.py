@@ -19,7 +19,7 @@ from typing import Any
 from convfix.config import Config
 from convfix.policies.base import Problem
 
-_SCALARS = (int, float, str, bool, type(None))
+_SCALARS = frozenset({int, float, str, bool, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +79,20 @@ class _Undescribable(Exception):
 
 
 def _describe(value: Any) -> Any:
-    if isinstance(value, _SCALARS):
-        return (type(value), value)
-    if isinstance(value, (list, tuple)):
+    kind = type(value)
+    if kind in _SCALARS:
+        return (kind, value)  # the type too: True == 1 must not share a key
+    if kind is list or kind is tuple:
         if len(value) > 16:
             raise _Undescribable  # a nested list input: too costly to describe every call
-        return (type(value), tuple(_describe(v) for v in value))
+        return (kind, tuple(_describe(v) for v in value))
+    if kind.__module__.startswith("numpy"):
+        raise _Undescribable  # TensorFlow converts arrays by value rules of its own
     shape = getattr(value, "shape", None)
+    dims = getattr(shape, "_dims", None)  # TensorShape's tuple: no per-dimension iteration
+    if dims is None:
+        dims = None if shape is None else tuple(shape)
     dtype = getattr(value, "dtype", None)
-    if shape is None or dtype is None or type(value).__module__.startswith("numpy"):
+    if dims is None or dtype is None:
         raise _Undescribable
-    return (type(value), dtype, tuple(shape))
+    return (kind, dtype, dims)

@@ -177,3 +177,20 @@ def test_legacy_keras_switch_is_reported_loudly(tmp_path: object) -> None:
         "import convfix.auto\nimport keras", env={"TF_USE_LEGACY_KERAS": "1"}, cwd=str(tmp_path)
     )
     assert "TF_USE_LEGACY_KERAS is set" in out.stderr
+
+
+def test_a_failure_while_patching_never_breaks_import_tensorflow(tmp_path: object) -> None:
+    code = """
+    import convfix.auto
+    from convfix.integrations import tensorflow as integration
+    def broken():
+        raise RuntimeError("injected")
+    integration.patch_tensorflow = broken
+    import tensorflow as tf
+    print("RESULT", {"conv": list(tf.nn.conv2d(tf.ones([1, 3, 3, 1]), tf.ones([1, 1, 1, 1]),
+                                               1, "SAME").shape)})
+    """
+    out = run_python(code, cwd=str(tmp_path))
+    assert _result(out.stdout) == {"conv": [1, 3, 3, 1]}, out.stderr
+    assert "convfix: patching TensorFlow failed (RuntimeError: injected)" in out.stderr
+    assert '"event": "convfix.internal_error"' in out.stderr

@@ -2,8 +2,8 @@
 
 A training loop repairs the same call every step. The first time, the pipeline binds the
 call, asks every policy, and repairs; it then remembers, for the call's signature (the op,
-the config, and every argument's type, dtype and shape, or value for plain Python values),
-which problems it handled, in order. Later calls with that signature replay those repairs
+the config, and every argument's type, dtype and shape, or value for plain Python values;
+variables by identity too), which problems it handled, in order. Later calls with that signature replay those repairs
 directly: no refusal from TensorFlow first, no detection. A signature that needed nothing
 is remembered too, so a healthy call that shares a filter with a repaired one stays cheap.
 
@@ -95,4 +95,8 @@ def _describe(value: Any) -> Any:
     dtype = getattr(value, "dtype", None)
     if dims is None or dtype is None:
         raise _Undescribable
+    if hasattr(value, "assign"):
+        # A variable is one layer's weight: its identity keeps each layer's plan (and so
+        # the layer named in its events) apart from another layer's of the same shapes.
+        return (kind, dtype, dims, id(value))
     return (kind, dtype, dims)

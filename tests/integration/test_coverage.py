@@ -218,3 +218,14 @@ def test_custom_keras_layer_float64_input_is_repaired_and_names_the_layer() -> N
     (event,) = [e for e in captured if e["event"] == "convfix.intervention"]
     assert event["layer"] == "my_conv"
     assert str(event["callsite"]).startswith(__file__)
+
+
+def test_two_layers_of_the_same_shapes_are_named_apart_in_events() -> None:
+    first, second = Float64Conv(name="first_conv"), Float64Conv(name="second_conv")
+    x = t(2, 8, 8, 3, dtype=tf.float64)
+    with capture_events() as captured:
+        for _ in range(3):
+            first(x)
+            second(x)
+    layers = sorted(str(e["layer"]) for e in captured if e["event"] == "convfix.intervention")
+    assert layers == ["first_conv", "second_conv"]

@@ -15,6 +15,7 @@ import convfix
 from convfix import state
 from convfix.testing import capture_events
 from tests.integration.conftest import unpatched
+from tests.integration.layers import RawConv
 
 rng = np.random.default_rng(11)
 conv2d = unpatched(tf.nn.conv2d)
@@ -151,22 +152,11 @@ def test_repairs_apply_through_keras_ops_conv() -> None:
     assert y.shape == (1, 2, 2, 4) and y.dtype == tf.float64
 
 
-class RawConv(keras.layers.Layer):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(autocast=False, **kwargs)
-
-    def build(self, input_shape: Any) -> None:
-        self.kernel = self.add_weight(shape=(3, 3, int(input_shape[-1]), 2), name="kernel")
-
-    def call(self, inputs: Any) -> Any:
-        return tf.nn.conv2d(inputs, self.kernel, 1, "SAME")
-
-
 def test_keras_model_with_a_float64_custom_conv_trains_with_fit() -> None:
     model = keras.Sequential(
         [
             keras.Input((6, 6, 3), dtype="float64"),
-            RawConv(),
+            RawConv(filters=2),
             keras.layers.Flatten(),
             keras.layers.Dense(1),
         ]

@@ -60,7 +60,12 @@ def _out_channels(call: Call, f_shape: list[int | None], channels: int | None) -
     if channels is None or f_in is None or f_out is None or f_in == 0:
         return None
     if call.spec.kind == "conv":
-        return f_out if channels % f_in == 0 else None
+        groups, rest = divmod(channels, f_in)
+        if rest or groups == 0 or f_out % groups:
+            return None  # TensorFlow refuses these groupings for any batch size
+        if groups > 1 and len(f_shape) == 5:
+            return None  # TF 2.21's CPU Conv3D has no grouped kernel at all
+        return f_out
     if channels != f_in:
         return None
     if call.spec.kind == "depthwise":

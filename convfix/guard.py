@@ -68,9 +68,33 @@ def inspect(call: Call, onednn: bool) -> list[Problem]:
                 {"input_shape": x_shape},
             )
         ]
+    strided_dilation = _strided_dilation(call, spatial, x_shape)
+    if strided_dilation is not None:
+        return [strided_dilation]
     if call.spec.kind == "transpose" or f_shape is None or len(f_shape) != wanted:
         return []  # TensorFlow checks filter ranks itself; transposes take output_shape
     return _fit_problems(call, x_shape, f_shape, spatial, onednn)
+
+
+def _strided_dilation(call: Call, spatial: int, x_shape: Shape) -> Problem | None:
+    """depthwise_conv2d and separable_conv2d with strides > 1 *and* dilations > 1: TF 2.21
+    only logs a warning, then computes a wrong result (measured: wrong values, and wrong
+    shapes for SAME padding). tf.nn.convolution raises for the same combination."""
+    if call.spec.kind not in ("depthwise", "separable"):
+        return None
+    channels_last = call.channels_last()
+    strides = per_spatial(call.strides, spatial, channels_last)
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    if not strides or not dilations or max(strides) <= 1 or max(dilations) <= 1:
+        return None
+    return Problem(
+        "strided_dilation",
+        "guard",
+        "garbage",
+        f"{call.spec.name}: strides {strides} together with dilations {dilations}; TensorFlow "
+        "supports one or the other here (use strides 1 with dilations, or dilations 1)",
+        {"input_shape": x_shape, "strides": strides, "dilations": dilations},
+    )
 
 
 def _fit_problems(

@@ -107,6 +107,9 @@ def make_fast_check(
     fmt_pos = at.get(fmt_name, len(params))
     spatial = spec.spatial
     transpose = spec.kind == "transpose"
+    # depthwise and separable give garbage for strides and dilations together: any
+    # dilation sends them to the full check, whatever the padding.
+    dilation_checked_always = spec.kind in ("depthwise", "separable")
     # Every name the check reads is a closure variable: on a ~70 us call each attribute
     # lookup saved shows in the ratio.
     eager, symbolic, onednn = caps.eager, caps.symbolic, caps.onednn
@@ -138,9 +141,9 @@ def make_fast_check(
         if transpose:
             return True
         padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)
-        if padding == "SAME":
+        if padding == "SAME" and not dilation_checked_always:
             return True
-        if padding != "VALID":
+        if padding != "VALID" and padding != "SAME":
             return False
         for d_name in d_names:
             d = args[at[d_name]] if n > at[d_name] else kwargs.get(d_name)
@@ -150,6 +153,8 @@ def make_fast_check(
                 and not (type(d) in (list, tuple) and all(v == 1 for v in d))
             ):
                 return False
+        if padding == "SAME":
+            return True
         fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
         first = 2 if type(fmt) is str and fmt.startswith("NC") else 1
         for i in range(rank - 2):

@@ -197,3 +197,27 @@ def test_extra_leading_batch_dims_are_valid_and_untouched() -> None:
         y = tf.nn.conv2d(tf.ones([2, 1, 10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID")
     assert list(y.shape) == [2, 1, 8, 8, 4]
     assert captured == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "tf.nn.depthwise_conv2d(tf.ones([1, 5, 5, 1]), tf.ones([1, 1, 1, 1]), [1, 3, 3, 1],"
+        " 'SAME', dilations=[2, 2])",
+        "tf.nn.depthwise_conv2d(tf.ones([1, 8, 8, 1]), tf.ones([3, 3, 1, 1]), [1, 2, 2, 1],"
+        " 'VALID', dilations=[2, 2])",
+        "tf.nn.separable_conv2d(tf.ones([1, 8, 8, 1]), tf.ones([3, 3, 1, 1]),"
+        " tf.ones([1, 1, 1, 2]), [1, 2, 2, 1], 'SAME', dilations=[2, 2])",
+        "tf.compat.v1.nn.depthwise_conv2d(tf.ones([1, 8, 8, 1]), tf.ones([3, 3, 1, 1]),"
+        " [1, 2, 2, 1], 'SAME', rate=[2, 2])",
+    ],
+)
+def test_depthwise_with_strides_and_dilations_is_refused_not_garbage(call: str) -> None:
+    with pytest.raises(convfix.ConvFixError, match="strides .* together with dilations"):
+        eval(call)
+
+
+def test_empty_batch_with_an_impossible_grouping_is_not_answered() -> None:
+    # 4 channels / filter in-channels 2 = 2 groups, but 3 output channels do not split in 2
+    with pytest.raises((convfix.ConvFixError, tf.errors.InvalidArgumentError)):
+        tf.nn.conv2d(tf.zeros([0, 5, 5, 4]), tf.ones([3, 3, 2, 3]), 1, "SAME")

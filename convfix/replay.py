@@ -4,8 +4,9 @@ A training loop repairs the same call every step. The first time, the pipeline b
 call, asks every policy, and repairs; it then remembers, for the call's signature (the op,
 the config, and every argument's type, dtype and shape, or value for plain Python values;
 variables by identity too), which problems it handled, in order. Later calls with that
-signature replay those repairs directly: no refusal from TensorFlow first, no detection. A signature that needed nothing
-is remembered too, so a healthy call that shares a filter with a repaired one stays cheap.
+signature replay those repairs directly: no refusal from TensorFlow first, no detection.
+A signature that needed nothing is remembered too, so a healthy call that shares a filter
+with a repaired one stays cheap.
 
 Only eager calls are remembered: inside tf.function the pipeline runs once per trace.
 """

@@ -213,7 +213,7 @@ def test_extra_leading_batch_dims_are_valid_and_untouched() -> None:
     ],
 )
 def test_depthwise_with_strides_and_dilations_is_refused_not_garbage(call: str) -> None:
-    with pytest.raises(convfix.ConvFixError, match="strides .* together with dilations"):
+    with pytest.raises(convfix.ConvFixError, match=r"strides .* together with dilations"):
         eval(call)
 
 

@@ -10,23 +10,13 @@ from convfix.policies.base import Policy, Problem
 
 _CONSEQUENCE = {
     "abort": "TensorFlow's oneDNN kernels abort the whole process on this call",
-    "garbage": "TensorFlow would silently return a result of the wrong shape",
+    "garbage": "TensorFlow would silently return a wrong result (wrong shape or values)",
     "answered": "TensorFlow rejects this call",
-}
-
-# What each policy does, for messages about policies that are off or not yet built.
-_WOULD = {
-    "batch_dim": "add the batch dimension, run, and take it off the result",
-    "padding": "switch to padding 'SAME' (or zero-pad to fit the kernel)",
-    "layout": "transpose the filter or input into the layout data_format names",
-    "dtype": "cast the operands to one dtype",
 }
 
 
 def _fix(call: Call, problem: Problem, policy: Policy | None) -> str:
-    if policy is not None:
-        return policy.describe(call, problem)
-    return _WOULD.get(problem.owner, "")
+    return policy.describe(call, problem) if policy is not None else "repair it"
 
 
 def _key(problem: Problem) -> str:

@@ -33,10 +33,18 @@ Repairs = Mapping[int, list[str]]
 """A child's pid to the ``policy/reason`` its exit summary counted."""
 
 
-def child_env(config_path: Path) -> dict[str, str]:
-    """The parent's environment without convfix overrides, pointing at the demo's config."""
+def child_env(config_path: Path, events_path: Path) -> dict[str, str]:
+    """The parent's environment without convfix overrides, pointing at the config, with
+    events in the demo's own file (CONVFIX_EVENTS_* override whatever the config says)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVFIX_")}
-    env.update(CONVFIX_CONFIG=str(config_path), TF_ENABLE_ONEDNN_OPTS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(
+        CONVFIX_CONFIG=str(config_path),
+        # Braces doubled: events.path is a template with {pid} and {task}.
+        CONVFIX_EVENTS_PATH=str(events_path).replace("{", "{{").replace("}", "}}"),
+        CONVFIX_EVENTS_FORMAT="json",
+        TF_ENABLE_ONEDNN_OPTS="1",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     return env
 
 
@@ -217,14 +225,20 @@ def _progress(enabled: bool) -> Callable[[int, int], None]:
     return show
 
 
-def main() -> int:
-    """Run the demo; print the table and the events summary; 0 if convfix did its part."""
+def main(user_config: Path | None = None) -> int:
+    """Run the demo; print the table and the events summary; 0 if convfix did its part.
+
+    ``user_config``: run the "with convfix" side under that file instead of the demo's
+    embedded defaults (the cases' expectations assume the defaults)."""
     if find_spec("tensorflow") is None:
         print("convfix demo: TensorFlow is not installed (pip install 'convfix[tensorflow-cpu]')")
         return 1
     workdir = Path(tempfile.mkdtemp(prefix="convfix-demo-"))
     config, events_path = workdir / "convfix.toml", workdir / "events.jsonl"
     config.write_text(config_text(str(events_path)), encoding="utf-8")
+    origin = "the demo's own: ./convfix.toml and CONVFIX_* variables are ignored"
+    if user_config is not None:
+        config, origin = user_config.resolve(), "--config; events still go to the demo's file"
     colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print(
         f"convfix demo: {len(CASES)} kinds of bad convolution call, each run without and with "
@@ -232,10 +246,10 @@ def main() -> int:
         "Python process.\n  TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's oneDNN kernels, its default "
         "on Intel x86-64 CPUs,\n  where these calls abort the process or return wrong shapes.\n"
         f"  'with convfix' = `import convfix.auto` first, config {config}\n"
-        "  (the demo's own: ./convfix.toml and CONVFIX_* variables are ignored)\n",
+        f"  ({origin})\n",
         flush=True,
     )
-    outcomes = run_all(CASES, child_env(config), _progress(sys.stderr.isatty()))
+    outcomes = run_all(CASES, child_env(config, events_path), _progress(sys.stderr.isatty()))
     events = read_events(events_path)
     repairs = repairs_by_pid(events)
     report = [*table(CASES, outcomes, repairs, colour), "", *details(CASES, outcomes, repairs)]

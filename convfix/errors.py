@@ -18,3 +18,5 @@ class ConfigError(ValueError):
 
     The message reads ``<file>: <key.path>: <what was expected>, got <what was found>``.
     """
+
+    __module__ = "convfix"

@@ -1,0 +1,51 @@
+"""``convfix demo``: :mod:`convfix.demo`, the README's first command, under the CLI.
+
+By default the demo is exactly ``python -m convfix.demo``: its own embedded configuration
+(the built-in defaults, events to a temporary file), ignoring ``./convfix.toml`` and
+``CONVFIX_*`` variables. ``--config FILE`` runs the "with convfix" side under FILE instead
+(events still go to the demo's own file, where its summary reads them). A configuration
+other than the defaults may change what the demo's cases expect; the demo says so per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from convfix.cli.config_cmd import print_config_error
+
+ChildEnv = Callable[[Path], dict[str, str]]
+"""``convfix.demo.child_env``: the environment of the demo's children, given its config."""
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``convfix demo``."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="show bad convolution calls without and with convfix, side by side",
+        description="Run each kind of bad convolution call in a fresh Python process, "
+        "without and with convfix, and print what happened.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="run the 'with convfix' side under FILE instead of the built-in defaults",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the demo; its exit status is the demo's own."""
+    from convfix import demo
+
+    if args.config is None:
+        return demo.main()
+    from convfix.config import resolve_config
+    from convfix.errors import ConfigError
+
+    try:  # fail here, once, rather than in every child the demo starts
+        resolve_config(args.config, env={})
+    except ConfigError as error:
+        print_config_error(error)
+        return 1
+    return demo.main(Path(args.config))

@@ -21,6 +21,8 @@ from typing import Any, Protocol, TextIO
 
 import structlog
 
+from convfix import distribute
+
 LOGGER_NAME = "convfix"
 LEVELS = {
     "debug": logging.DEBUG,
@@ -86,11 +88,10 @@ def resolve_path(path: str) -> str:
 
 
 def _task_index() -> int:
-    try:
-        index = json.loads(os.environ.get("TF_CONFIG", "{}"))["task"]["index"]
-        return int(index)
-    except (ValueError, KeyError, TypeError):
-        return 0
+    # One reading of TF_CONFIG for the file name and the events' "worker" field, so a line
+    # always sits in the file its worker names; 0 without one (a single process).
+    index = distribute.task_index()
+    return 0 if index is None else index
 
 
 class _LineWriter:

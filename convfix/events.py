@@ -1,10 +1,15 @@
 """Structured events: every intervention convfix makes, as a record people read later.
 
 An intervention or warning is written in full the first time its key
-``(callsite, layer, policy, reason)`` is seen; repeats are only counted, and the counts
-go out as a ``convfix.summary`` event every ``summary_interval`` seconds (when they
-changed) and once more at exit. Other events (patched, unsupported, internal errors) are
-written every time.
+``(callsite, layer, policy, reason)`` is seen by a replica; repeats are only counted, and
+the counts go out as a ``convfix.summary`` event every ``summary_interval`` seconds (when
+they changed) and once more at exit. Other events (patched, unsupported, internal errors)
+are written every time.
+
+Under tf.distribute every event names its ``worker`` (the ``TF_CONFIG`` task, e.g.
+``"worker:1"``; null outside a multi-worker job), and interventions, warnings and
+refusals name the ``replica`` that traced or ran the call (``strategy.run``; null outside
+one, or when the id is a run-time tensor). See :mod:`convfix.distribute`.
 
 Writing an event never raises into the caller: a convolution must not fail because a log
 file did. Failed writes are counted, see :func:`dropped`.
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Protocol
 
-from convfix import _sink
+from convfix import _sink, distribute
 from convfix.callsite import user_callsite
 
 __all__ = [
@@ -59,6 +64,12 @@ SUMMARY = "convfix.summary"
 Key = tuple[str | None, str | None, str, str]
 """What makes two interventions "the same": (callsite, layer, policy, reason)."""
 
+_FoldKey = tuple[Key, int | None]
+# Folded per replica too: each replica of a MirroredStrategy traces the step itself, and
+# without the replica the second replica's repair would only be counted, leaving no line
+# to show that it ran (or which one failed). Replicas per process are few (devices), so
+# this adds at most that many lines per key; counts() still adds up per Key.
+
 
 class EventsSettings(Protocol):
     """The ``[events]`` table of the configuration (``convfix.config.EventsConfig``)."""
@@ -86,8 +97,8 @@ class _State:
 
     def __init__(self, settings: EventsSettings | None = None) -> None:
         self.lock = threading.Lock()  # counts only: never held while writing or calling out
-        self.counts: dict[Key, int] = {}
-        self.first: dict[Key, tuple[str, str]] = {}  # key -> (event, op) as first seen
+        self.counts: dict[_FoldKey, int] = {}
+        self.first: dict[_FoldKey, tuple[str, str]] = {}  # key -> (event, op) as first seen
         self.changes = 0
         self.changes_summarized = 0
         self.dropped = 0
@@ -136,15 +147,18 @@ def record(
     level: str = "info",
     **fields: object,
 ) -> None:
-    """Record one intervention or warning; written in full only the first time its key is seen.
+    """Record one intervention or warning; written in full only the first time its key is seen
+    by its replica.
 
     ``callsite`` defaults to the user's ``path:line`` (:func:`convfix.callsite.user_callsite`).
+    ``replica`` is the calling thread's tf.distribute replica (:func:`.distribute.replica`).
     Values must be small: shapes as lists, dtypes and paddings as strings, never tensors.
     """
     try:
         if callsite is None:
             callsite = user_callsite()
-        key: Key = (callsite, layer, policy, reason)
+        replica = distribute.replica()
+        key: _FoldKey = ((callsite, layer, policy, reason), replica)
         with _state.lock:
             seen = _state.counts.get(key, 0)
             _state.counts[key] = seen + 1
@@ -166,6 +180,7 @@ def record(
                 "callsite": callsite,
                 "layer": layer,
                 "graph": graph,
+                "replica": replica,
                 "before": before,
                 "after": after,
                 **fields,
@@ -181,9 +196,13 @@ def emit(event: str, *, level: str = "info", **fields: object) -> None:
 
 
 def counts() -> dict[Key, int]:
-    """How often each key was recorded in this process (since the last :func:`reset`)."""
+    """How often each key was recorded in this process (since the last :func:`reset`),
+    all replicas together (the summary event has them one by one)."""
+    totals: dict[Key, int] = {}
     with _state.lock:
-        return dict(_state.counts)
+        for (key, _replica), n in _state.counts.items():
+            totals[key] = totals.get(key, 0) + n
+    return totals
 
 
 def dropped() -> int:
@@ -193,7 +212,10 @@ def dropped() -> int:
 
 
 def write_summary() -> None:
-    """Write a ``convfix.summary`` event with the count of every key, first occurrence included."""
+    """Write a ``convfix.summary`` event with the count of every key, first occurrence included.
+
+    One entry per key and replica; an entry has a ``replica`` field only when it is known,
+    so summaries outside tf.distribute read as before."""
     _write_summary(final=False)
 
 
@@ -213,11 +235,12 @@ def _write_summary(*, final: bool) -> None:
                 "layer": key[1],
                 "policy": key[2],
                 "reason": key[3],
-                "event": _state.first[key][0],
-                "op": _state.first[key][1],
+                "event": _state.first[key, replica][0],
+                "op": _state.first[key, replica][1],
                 "count": n,
+                **({} if replica is None else {"replica": replica}),
             }
-            for key, n in _state.counts.items()
+            for (key, replica), n in _state.counts.items()
         ]
         total = sum(_state.counts.values())
         _state.changes_summarized = _state.changes
@@ -233,6 +256,8 @@ def _write(level: str, event: str, fields: Mapping[str, object]) -> None:
             "level": level,
             "event": event,
             "schema_version": SCHEMA_VERSION,
+            # On every event, summaries included: many workers often share one log stream.
+            "worker": distribute.worker(),
         }
         for name, value in fields.items():
             if name not in event_dict:

@@ -124,10 +124,8 @@ def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
         safe = _plainly_safe(target, args, kwargs)
         return _fall_back(lambda: target.original(*args, **kwargs), bug, safe)
     if not problems:
-        if runtime_checks.needed(run.call, target.onednn):
-            return runtime_checks.dispatch_checked(run.call, run.original)
         target.replays.put(key, Plan(run.config, (), run.call.layer))
-        return run.original()
+        return _checked(run, run.call, run.original)
     return _resolve(run, problems, key)
 
 
@@ -217,9 +215,11 @@ def _repair_and_run(
 
 def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], safe: bool) -> Any:
     if not repairs:
-        return run.original()
+        return _checked(run, run.call, run.original)
     try:
-        result = run.target.binder.dispatch(run.target.original, current)
+        result = _checked(
+            run, current, lambda: run.target.binder.dispatch(run.target.original, current)
+        )
     except Exception as error:
         for problem, repair in repairs:
             _record(
@@ -243,6 +243,14 @@ def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], s
             events.INTERVENTION, run.call, problem, run.mode(problem), repair.action, repair.after
         )
     return result
+
+
+def _checked(run: _Run, call: Call, dispatch: Callable[[], Any]) -> Any:
+    """Dispatch, with the one run-time check a traced call needs where static shapes
+    cannot prove it safe (a repaired call included: repairs keep unknown sizes unknown)."""
+    if runtime_checks.needed(call, run.target.onednn):
+        return runtime_checks.dispatch_checked(call, dispatch)
+    return dispatch()
 
 
 def _answer_empty(

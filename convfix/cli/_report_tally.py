@@ -42,8 +42,9 @@ FOLDED = ("convfix.intervention", "convfix.refused", "convfix.warning")
 """Events written once per key and process, then counted in summaries."""
 TIME_FIELD = "elapsed_ms"
 
-Key = tuple[str, str, str, str, str, str]
-"""(event, policy, reason, op, callsite, layer): one row of a report table."""
+Key = tuple[str, str, str, str, str, str, str]
+"""(event, policy, reason, op, callsite, layer, replica): what convfix folds by. Rows of the
+report merge the replicas of one key (each tf.distribute replica writes its own line)."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,25 @@ def tally(events: Iterable[Event], filters: Filters | None = None) -> Tally:
             patched += 1  # one per process: how many processes the files cover
         else:
             _notice(notices, event)
-    rows = _rows(last, baseline, lines)
-    for row in rows.values():
-        row.actions = actions.get(row.key, {"-"})
+    rows = _merge_replicas(_rows(last, baseline, lines), actions)
     kept = [row for row in rows.values() if _wanted(row.key[0], row.key[1], filters)]
     kept.sort(key=lambda row: (FOLDED.index(row.key[0]), -row.count, row.key))
     shown = [n for n in notices.values() if _wanted(n.event, None, filters)]
     return Tally(kept, shown, total, len(last), patched)
+
+
+def _merge_replicas(rows: Mapping[Key, Row], actions: Mapping[Key, set[str]]) -> dict[Key, Row]:
+    merged: dict[Key, Row] = {}
+    for key, row in rows.items():
+        shown = (*key[:6], "-")
+        target = merged.setdefault(shown, Row(shown))
+        target.count += row.count
+        if row.elapsed_ms is not None:
+            target.add_time(row.elapsed_ms)
+        target.actions |= actions.get(key, set())
+    for row in merged.values():
+        row.actions = row.actions or {"-"}
+    return merged
 
 
 def _rows(
@@ -167,7 +180,15 @@ def _key(name: str, data: Mapping[str, Any]) -> Key:
         value = data.get(field)
         return "-" if value is None else str(value)
 
-    return (name, text("policy"), text("reason"), text("op"), text("callsite"), text("layer"))
+    return (
+        name,
+        text("policy"),
+        text("reason"),
+        text("op"),
+        text("callsite"),
+        text("layer"),
+        text("replica"),
+    )
 
 
 def _notice(notices: dict[tuple[str, str], Notice], event: Event) -> None:

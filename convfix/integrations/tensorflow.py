@@ -154,7 +154,10 @@ def _probe() -> Capabilities:
     from tensorflow.python.framework import ops
     from tensorflow.python.ops import resource_variable_ops
 
-    eager = type(tf.constant(0.0))
+    # ops.EagerTensor, not type(tf.constant(...)): creating a tensor initialises TF's
+    # devices, after which logical devices, memory growth and collective ops (tf.distribute)
+    # can no longer be configured by the program.
+    eager: type = ops.EagerTensor
     symbolic: type = getattr(ops, "SymbolicTensor", eager)
     filter_types = {
         eager,

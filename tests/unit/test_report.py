@@ -218,3 +218,16 @@ def test_json_output_holds_the_counts(tmp_path: Path, capsys: pytest.CaptureFixt
 
     assert document["rows"][0]["count"] == 3
     assert document["unreadable_lines"] == {"count": 1, "where": [f"{path}:3"]}
+
+
+def test_replicas_of_one_process_add_up_in_one_row(tmp_path: Path) -> None:
+    # tf.distribute: each replica writes its own first line and summary entry
+    lines = [intervention(replica=0), intervention(replica=1)]
+    entries = [
+        {**KEY, "event": "convfix.intervention", "op": "conv2d", "count": 5, "replica": r}
+        for r in (0, 1)
+    ]
+    done = {"timestamp": "2026-11-25T07:01:00Z", "event": "convfix.summary", "pid": 1}
+    path = write(tmp_path / "r.jsonl", *lines, {**done, "counts": entries})
+
+    assert only_row(counted(path)).count == 10

@@ -48,13 +48,16 @@ class FilterShapes:
     change (unknown dimensions) are not remembered.
     """
 
-    __slots__ = ("_caps", "_entries")
+    __slots__ = ("_caps", "_entries", "flagged")
     limit = 512
 
     def __init__(self, caps: Capabilities) -> None:
         self._caps = caps
-        # id -> (weak reference, static dims, repaired before: route calls to the replay)
-        self._entries: dict[int, tuple[weakref.ref[Any], tuple[int, ...], bool]] = {}
+        self._entries: dict[int, tuple[weakref.ref[Any], tuple[int, ...]]] = {}
+        # ids of filters whose calls were repaired: they go to the slow path, where the
+        # replay table answers them without waiting for TensorFlow to refuse first. (An id
+        # reused by a new filter only sends that filter the slow way: slower, still right.)
+        self.flagged: set[int] = set()
 
     def dims(self, value: Any) -> tuple[int, ...] | None:
         entry = self._entries.get(id(value))
@@ -63,15 +66,14 @@ class FilterShapes:
         return self.learn(value)
 
     @property
-    def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...], bool]]:
+    def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...]]]:
         return self._entries
 
     def flag(self, value: Any) -> None:
-        """Calls with this filter were repaired: send them to the slow path, where the
-        replay table answers them without waiting for TensorFlow to refuse first."""
-        entry = self._entries.get(id(value))
-        if entry is not None and entry[0]() is value:
-            self._entries[id(value)] = (entry[0], entry[1], True)
+        """Calls with this filter were repaired: route them to the replay."""
+        if len(self.flagged) >= self.limit:
+            self.flagged.clear()
+        self.flagged.add(id(value))
 
     def learn(self, value: Any) -> tuple[int, ...] | None:
         if type(value) not in self._caps.filter_types:
@@ -82,7 +84,7 @@ class FilterShapes:
             return None
         if len(self._entries) >= self.limit:
             self._entries.clear()
-        self._entries[id(value)] = (weakref.ref(value), dims, False)
+        self._entries[id(value)] = (weakref.ref(value), dims)
         return dims
 
 
@@ -115,6 +117,11 @@ def make_fast_check(
     eager, symbolic, onednn = caps.eager, caps.symbolic, caps.onednn
     known = filters.entries
     learn = filters.learn
+    flagged = filters.flagged
+    # Without oneDNN nothing aborts and a SAME call cannot come back wrongly shaped: a wrong
+    # rank, dtype or padding name makes TensorFlow raise, and recovery repairs it then. So
+    # a SAME call on that build needs only its input's type checked.
+    lean = not onednn and not dilation_checked_always
 
     def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         n = len(args)
@@ -123,13 +130,13 @@ def make_fast_check(
         if kind is not eager and kind is not symbolic:
             return False
         f = args[f_pos] if n > f_pos else kwargs.get(f_name)
+        if flagged and id(f) in flagged:
+            return False  # repaired before: the replay table knows this call
+        padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)
+        if lean and padding == "SAME":
+            return True
         entry = known.get(id(f))
-        if entry is not None and entry[0]() is f:
-            if entry[2]:
-                return False  # repaired before: the replay table knows this call
-            f_dims: tuple[int, ...] | None = entry[1]
-        else:
-            f_dims = learn(f)
+        f_dims = entry[1] if entry is not None and entry[0]() is f else learn(f)
         dims = x.shape._dims  # TensorFlow reads input.shape next anyway: cached for it
         if f_dims is None or dims is None:
             return False
@@ -140,7 +147,6 @@ def make_fast_check(
             return False
         if transpose:
             return True
-        padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)
         if padding == "SAME" and not dilation_checked_always:
             return True
         if padding != "VALID" and padding != "SAME":

@@ -21,6 +21,8 @@ from convfix.config import Config
 from convfix.policies.base import Problem
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
+TENSOR_TYPES: set[type] = set()
+"""Eager and symbolic tensor classes, registered when TensorFlow is patched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class _Undescribable(Exception):
 
 def _describe(value: Any) -> Any:
     kind = type(value)
+    if kind in TENSOR_TYPES:  # the common case first: no attribute probing
+        return (kind, value.dtype, value.shape._dims)
     if kind in _SCALARS:
         return (kind, value)  # the type too: True == 1 must not share a key
     if kind is list or kind is tuple:

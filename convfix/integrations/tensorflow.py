@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from convfix import replay
 from convfix.call import Binder
 from convfix.integrations.entry import (
     MARK,
@@ -79,6 +80,7 @@ def patch_tensorflow() -> list[Patched]:
         return []
     caps = _probe()
     filters = FilterShapes(caps)
+    replay.TENSOR_TYPES.update({caps.eager, caps.symbolic})
     from convfix.pipeline import Target, handle, recover
 
     wanted = [(m, a, s) for m, specs in ENTRY_MODULES.items() for a, s in specs.items()]

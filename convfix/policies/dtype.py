@@ -57,6 +57,9 @@ class DtypePolicy:
 
     def __init__(self, settings: DtypePolicyConfig) -> None:
         self.settings = settings
+        # The dtype chosen for a problem, by the problem's identity: a replayed repair
+        # (replay.py) hands the same Problem back call after call.
+        self._targets: dict[int, tuple[Problem, tf.DType]] = {}
 
     def detect(self, call: Call) -> Problem | None:
         if call.spec.needs_tensor_input and isinstance(call.input, (list, tuple)):
@@ -98,6 +101,16 @@ class DtypePolicy:
         return None
 
     def target(self, call: Call, problem: Problem) -> tf.DType:
+        known = self._targets.get(id(problem))
+        if known is not None and known[0] is problem:
+            return known[1]
+        chosen = self._choose(call, problem)
+        if len(self._targets) > 256:
+            self._targets.clear()
+        self._targets[id(problem)] = (problem, chosen)
+        return chosen
+
+    def _choose(self, call: Call, problem: Problem) -> tf.DType:
         dtypes = {k: tf.as_dtype(v) for k, v in problem.before.items()}
         setting = self.settings.target
         if setting == "input":

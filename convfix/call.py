@@ -126,6 +126,31 @@ class Binder:
             return None
         return arguments
 
+    @property
+    def can_rewrite(self) -> bool:
+        """Whether :meth:`rewrite` understands this signature (plain parameters only)."""
+        return bool(self._names)
+
+    def rewrite(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        rewrites: Mapping[str, Callable[[Any], Any]],
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments with each named parameter replaced by ``rewrite(old value)``,
+        positional or keyword as the user passed it (defaults filled in where absent)."""
+        positional, keywords = list(args), dict(kwargs)
+        for name, rewrite in rewrites.items():
+            at = self._names.index(name) if name in self._names else -1
+            if 0 <= at < len(positional):
+                positional[at] = rewrite(positional[at])
+            else:
+                default = self._defaults.get(name, _MISSING)
+                keywords[name] = rewrite(
+                    keywords.get(name, None if default is _MISSING else default)
+                )
+        return tuple(positional), keywords
+
     def dispatch(self, function: Callable[..., Any], call: Call) -> Any:
         """Call ``function`` with the call's arguments, by keyword."""
         return function(**call.arguments)

@@ -28,7 +28,7 @@ from convfix.integrations import keras_context
 from convfix.integrations.entry import FilterShapes
 from convfix.messages import refusal, strict_message
 from convfix.policies import Policy, Problem, Repair, build, rank
-from convfix.replay import Plan, ReplayTable, signature
+from convfix.replay import Plan, ReplayTable, Step, signature
 
 _MAX_STEPS = 8  # each repair removes one problem; more steps than policies means a loop
 
@@ -146,6 +146,11 @@ def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error
 
 
 def _replay(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], plan: Plan) -> Any:
+    if plan.steps is not None:
+        try:
+            return _replay_steps(target, args, kwargs, plan, plan.steps)
+        except Exception:  # TensorFlow or a rewrite failed: the full path says why
+            pass
     try:
         run = _start(target, args, kwargs, None, plan)
     except Exception as bug:
@@ -156,14 +161,37 @@ def _replay(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], plan:
     return _resolve(run, list(plan.problems), None, redetect=False)
 
 
+def _replay_steps(
+    target: Target,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    plan: Plan,
+    steps: tuple[Step, ...],
+) -> Any:
+    """A remembered plan whose repairs are all argument rewrites: no binding, no checks."""
+    for step in steps:
+        assert step.repair.rewrites is not None
+        args, kwargs = target.binder.rewrite(args, kwargs, step.repair.rewrites)
+    result = target.original(*args, **kwargs)
+    for step in reversed(steps):
+        if step.repair.finish is not None:
+            result = step.repair.finish(result)
+    op = target.binder.spec.name
+    for step in steps:
+        _emit(events.INTERVENTION, op, False, plan.layer, step.problem, step.mode,
+              step.repair.action, step.repair.after)  # fmt: skip
+    return result
+
+
 def _resolve(
     run: _Run, problems: list[Problem], key: tuple[Any, ...] | None, redetect: bool = True
 ) -> Any:
     handled: list[Problem] = []
+    repairs: list[tuple[Problem, Repair]] = []
     try:
         if any(run.mode(p) == "strict" for p in problems):
             _raise_strict(run, problems)
-        result = _repair_and_run(run, problems, handled, redetect)
+        result = _repair_and_run(run, problems, handled, redetect, repairs)
     except _Bug as wrapped:
         safe = wrapped.safe or run.tf_error is not None  # TF already answered: its error
         return _fall_back(run.original, wrapped.bug, safe)
@@ -172,15 +200,25 @@ def _resolve(
         problem = getattr(refused, "problem", None) or problems[0]
         _record(events.REFUSED, run.call, problem, run.mode(problem), "refuse", {}, level="error")
         raise
-    run.target.replays.put(key, Plan(run.config, tuple(handled), run.call.layer))
+    steps = None
+    if (
+        run.target.binder.can_rewrite
+        and len(repairs) == len(handled)
+        and all(r.rewrites is not None for _, r in repairs)
+    ):
+        steps = tuple(Step(p, run.mode(p), r) for p, r in repairs)
+    run.target.replays.put(key, Plan(run.config, tuple(handled), run.call.layer, steps))
     return result
 
 
 def _repair_and_run(
-    run: _Run, problems: list[Problem], handled_log: list[Problem], redetect: bool
+    run: _Run,
+    problems: list[Problem],
+    handled_log: list[Problem],
+    redetect: bool,
+    repairs: list[tuple[Problem, Repair]],
 ) -> Any:
     safe = not any(p.unsafe for p in problems)
-    repairs: list[tuple[Problem, Repair]] = []
     handled: set[str] = set()
     current = run.call
     try:
@@ -322,18 +360,32 @@ def _record(
     after: Mapping[str, Any],
     **fields: Any,
 ) -> None:
+    _emit(event, call.spec.name, call.graph, call.layer, problem, mode, action, after, **fields)
+
+
+def _emit(
+    event: str,
+    op: str,
+    graph: bool,
+    layer: str | None,
+    problem: Problem,
+    mode: str,
+    action: str,
+    after: Mapping[str, Any],
+    **fields: Any,
+) -> None:
     try:  # after dispatch the result is in hand: a failing event must not lose it
         events.record(
             event,
             policy=problem.owner,
-            op=call.spec.name,
+            op=op,
             action=action,
             mode=mode,
             reason=problem.reason,
             before=dict(problem.before),
             after=dict(after),
-            graph=call.graph,
-            layer=call.layer,
+            graph=graph,
+            layer=layer,
             **fields,
         )
     except Exception as bug:

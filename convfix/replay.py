@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convfix.config import Config
-from convfix.policies.base import Problem
+from convfix.policies.base import Problem, Repair
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})
 TENSOR_TYPES: set[type] = set()
@@ -26,12 +26,23 @@ TENSOR_TYPES: set[type] = set()
 
 
 @dataclass(frozen=True, slots=True)
+class Step:
+    """One repair of a plan, replayable as argument rewrites."""
+
+    problem: Problem
+    mode: str
+    repair: Repair
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """What the pipeline did for one signature: the problems it handled, in order."""
+    """What the pipeline did for one signature: the problems it handled, in order, and,
+    when every repair was a plain argument rewrite, the repairs themselves."""
 
     config: Config  # the plan holds for this config object only (overrides make new ones)
     problems: tuple[Problem, ...]
     layer: str | None
+    steps: tuple[Step, ...] | None = None
 
 
 class ReplayTable:

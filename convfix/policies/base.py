@@ -42,6 +42,9 @@ class Repair:
     action: str
     after: Mapping[str, Any]
     finish: PostProcess | None = None  # applied to the result (e.g. cast back, squeeze)
+    # The same repair as argument rewrites (parameter name -> new value from the old one),
+    # when it is exactly that: a remembered plan then replays it without binding the call.
+    rewrites: Mapping[str, Callable[[Any], Any]] | None = None
 
 
 class Policy(Protocol):

@@ -67,7 +67,8 @@ class BatchDimPolicy:
             return tf.squeeze(result, axis=0)
 
         after = {"input_shape": static_shape(expanded)}
-        return Repair(call.replace(input=expanded), "add_batch_dim", after, finish)
+        rewrites = {call.input_name: lambda x: tf.expand_dims(x, 0)}
+        return Repair(call.replace(input=expanded), "add_batch_dim", after, finish, rewrites)
 
     @staticmethod
     def _readings(call: Call, x: list[int | None], f: list[int | None]) -> tuple[bool, bool]:

@@ -8,6 +8,7 @@ operand's dtype), so calls TensorFlow already handles stay bit-identical.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import tensorflow as tf
@@ -154,6 +155,7 @@ class DtypePolicy:
             params["pointwise_filter"] = call.spec.pointwise_param
         cast = [role for role, dtype in problem.before.items() if dtype != target.name]
         changes = {params[role]: tf.cast(values[role], target) for role in cast}
+        rewrites = {params[role]: functools.partial(tf.cast, dtype=target) for role in cast}
         after: dict[str, str] = {role: target.name for role in problem.before}
         x_dtype = tf.as_dtype(problem.before["input"])
         finish = None
@@ -163,7 +165,8 @@ class DtypePolicy:
             def finish(result: Any) -> Any:
                 return tf.cast(result, x_dtype)
 
-        return Repair(call.replace(**changes), "cast_" + "_".join(cast), after, finish)
+        action = "cast_" + "_".join(cast)
+        return Repair(call.replace(**changes), action, after, finish, rewrites)
 
 
 def _filter_spatial(call: Call) -> int | None:

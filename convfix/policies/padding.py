@@ -58,9 +58,19 @@ class PaddingPolicy:
         param = call.spec.padding_param
         if problem.reason == "padding_case":
             upper = str(call.padding).upper()
-            return Repair(call.replace(**{param: upper}), "uppercase_padding", {"padding": upper})
+            return Repair(
+                call.replace(**{param: upper}),
+                "uppercase_padding",
+                {"padding": upper},
+                rewrites={param: lambda _: upper},
+            )
         if self.settings.strategy == "same":
-            return Repair(call.replace(**{param: "SAME"}), "use_same_padding", {"padding": "SAME"})
+            return Repair(
+                call.replace(**{param: "SAME"}),
+                "use_same_padding",
+                {"padding": "SAME"},
+                rewrites={param: lambda _: "SAME"},
+            )
         extra = self._extra(call)
         spatial = len(extra)
         pairs = [[0, 0], *extra, [0, 0]] if call.channels_last() else [[0, 0], [0, 0], *extra]

@@ -236,3 +236,33 @@ def test_a_learned_repair_does_not_outlive_a_config_change() -> None:
         pytest.raises(tf.errors.InvalidArgumentError),
     ):
         tf.nn.conv2d(X64, k, 1, "SAME")
+
+
+@pytest.mark.parametrize(
+    ("call", "by_hand"),
+    [
+        (
+            lambda x, k: tf.nn.conv2d(x[0], k, 1, "same"),
+            lambda x, k: getattr(tf.nn.conv2d, MARK)(x[0:1], k, 1, "SAME")[0],
+        ),
+        (
+            lambda x, k: tf.nn.conv2d(tf.cast(x, tf.float64), k, 1, "VALID"),
+            lambda x, k: getattr(tf.nn.conv2d, MARK)(
+                tf.cast(x, tf.float64), tf.cast(k, tf.float64), 1, "SAME"
+            ),
+        ),
+    ],
+    ids=["batch_dim+padding_case", "dtype+padding_fit"],
+)
+def test_replayed_repairs_give_the_first_calls_result_and_count_every_call(
+    call: Any, by_hand: Any
+) -> None:
+    x = tf.random.normal([1, 2, 2, 3], seed=5)
+    k = tf.random.normal([3, 3, 3, 2], seed=6)
+    want = by_hand(x, k).numpy()
+    with capture_events() as captured:
+        for _ in range(4):
+            np.testing.assert_array_equal(call(x, k).numpy(), want)
+    reasons = sorted(str(e["reason"]) for e in captured)
+    assert len(reasons) == 2  # each problem written once
+    assert sum(events.counts().values()) == 8  # and counted on every call

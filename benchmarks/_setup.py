@@ -17,7 +17,8 @@ from typing import Any
 
 EVENTS_VAR = "CONVFIX_EVENTS_PATH"
 GEN_NN_OPS = "tensorflow.python.ops.gen_nn_ops"
-# The generated op every conv2d path reaches, wrapped by convfix as a backstop.
+# The generated op every conv2d path reaches. convfix does not wrap it (it wraps only the
+# public functions); baselines still restore it, so a wrapper there would be measured.
 BACKSTOP_CONV2D = (GEN_NN_OPS, "conv2d")
 
 _tf: Any = None  # the tensorflow module: Any, as TensorFlow ships no type information

@@ -1,7 +1,7 @@
 """What does convfix cost on a healthy eager tf.nn.conv2d call?
 
 The patched function (the wrapper installed at ``tf.nn.conv2d``) against TensorFlow's own
-``conv2d_v2`` with the backstop on ``gen_nn_ops.conv2d`` swapped out too, so the baseline
+``conv2d_v2`` with ``gen_nn_ops.conv2d`` restored too (convfix does not wrap it), so the baseline
 crosses no convfix code at all. Every call gets a fresh input tensor, as in a real pipeline.
 
 Run alone: ``python benchmarks/bench_healthy_path.py [--quick] [--pairs N] [--json]``.
@@ -26,7 +26,7 @@ from _timing import Plan, Side, compare
 
 TYPICAL = ((8, 32, 32, 16), (3, 3, 16, 16))
 TINY = ((1, 8, 8, 3), (3, 3, 3, 4))
-BASELINE = "base: TF's conv2d_v2 with the gen_nn_ops.conv2d backstop swapped out too;"
+BASELINE = "base: TF's own conv2d_v2 (the function convfix wraps);"
 
 
 def typical_layer(options: Options) -> Result:

@@ -1,8 +1,8 @@
 """What does convfix cost on a healthy eager call of a Keras Conv2D layer?
 
 keras.layers.Conv2D reaches TensorFlow through ``tf.nn.convolution`` (looked up on the
-``tf.nn`` module at every call) and then ``gen_nn_ops.conv2d``, both wrapped by convfix. The
-baseline swaps both back to TensorFlow's originals for its blocks (``convfix.override
+``tf.nn`` module at every call), which convfix wraps, and then ``gen_nn_ops.conv2d``. The
+baseline swaps them back to TensorFlow's originals for its blocks (``convfix.override
 (mode="off")`` would still run the wrappers' pass-through, so it is not a clean baseline).
 
 Run alone: ``python benchmarks/bench_keras_layer.py [--quick] [--pairs N] [--json]``.

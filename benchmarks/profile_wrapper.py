@@ -132,9 +132,9 @@ def variants(p: Parts) -> list[Variant]:
         Variant("+ plain closure pass-through", closure, clean),
         Variant("+ closure with depth += 1 / -= 1 in try/finally", with_depth, clean),
         Variant("+ closure with fast_check only", with_fast, clean),
-        Variant("convfix entry, backstop swapped out", p.installed, clean),
-        Variant("convfix as installed (entry + backstop)", p.installed),
-        Variant("conv2d original, backstop still wrapped", tf_conv2d),
+        Variant("convfix entry, gen op restored", p.installed, clean),
+        Variant("convfix as installed", p.installed),
+        Variant("conv2d original", tf_conv2d),
     ]
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from _report import Options, Result, main
 from bench_dtype_repair import dtype_repair
 from bench_healthy_path import tiny_call, typical_layer
+from bench_keras_fit import keras_fit
 from bench_keras_layer import keras_layer
 from bench_tf_function import tf_function_graph
 
@@ -24,6 +25,7 @@ QUESTIONS: list[Callable[[Options], Result]] = [
     typical_layer,
     tiny_call,
     keras_layer,
+    keras_fit,
     dtype_repair,
     tf_function_graph,
 ]

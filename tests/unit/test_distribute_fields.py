@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 
 from convfix import distribute, events
 from convfix.testing import capture_events
+from tests.unit.events_support import Settings, fresh_events  # noqa: F401
 
 WORKER_1 = json.dumps(
     {
@@ -20,22 +19,6 @@ WORKER_1 = json.dumps(
         "task": {"type": "worker", "index": 1},
     }
 )
-
-
-@dataclass(frozen=True)
-class Settings:
-    path: str = "stderr"
-    format: Literal["json", "console"] = "json"
-    sink: Literal["convfix", "logging", "structlog"] = "convfix"
-    summary_interval: float = 0.0
-
-
-@pytest.fixture(autouse=True)
-def fresh_events() -> Iterator[None]:
-    events.reset()
-    yield
-    events.configure(Settings())
-    events.reset()
 
 
 @pytest.fixture

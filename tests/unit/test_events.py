@@ -12,9 +12,8 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import structlog
@@ -22,6 +21,7 @@ import structlog
 import convfix
 from convfix import events
 from convfix.testing import capture_events
+from tests.unit.events_support import Settings, fresh_events  # noqa: F401
 
 REQUIRED_KEYS = {
     "schema_version",
@@ -40,24 +40,6 @@ REQUIRED_KEYS = {
     "level",
 }
 REPO_ROOT = Path(convfix.__file__).resolve().parent.parent
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Stands in for convfix.config.EventsConfig; no periodic summary unless asked."""
-
-    path: str = "stderr"
-    format: Literal["json", "console"] = "json"
-    sink: Literal["convfix", "logging", "structlog"] = "convfix"
-    summary_interval: float = 0.0
-
-
-@pytest.fixture(autouse=True)
-def fresh_events() -> Iterator[None]:
-    events.reset()
-    yield
-    events.configure(Settings())  # closes any file a test opened, stops its timer
-    events.reset()
 
 
 def intervention(**overrides: Any) -> None:

@@ -167,14 +167,16 @@ def _probe() -> Capabilities:
         resource_variable_ops.ResourceVariable,
         resource_variable_ops.UninitializedVariable,
     }
-    keras_variable = keras_variable_type()
-    if keras_variable is not None:  # Keras is imported during `import tensorflow` itself
-        filter_types.add(keras_variable)
+    keras_variable = keras_variable_type()  # Keras is imported during `import tensorflow`
     # The fast check reads TensorShape._dims (a tuple): if this TensorFlow stores shapes
     # differently, every call takes the full path instead (slower, still right).
+    direct = frozenset(filter_types)
     if getattr(tf.TensorShape([1, None]), "_dims", None) != (1, None):
         filter_types.clear()
-    return Capabilities(eager, symbolic, filter_types, onednn_enabled())
+        direct = frozenset()
+    if keras_variable is not None:  # after `direct`: Keras variables go through the cache
+        filter_types.add(keras_variable)
+    return Capabilities(eager, symbolic, filter_types, onednn_enabled(), direct)
 
 
 def keras_variable_type() -> type | None:

@@ -33,13 +33,15 @@ DTYPE_NAMES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64", "in
 """Dtypes ``policies.dtype.target`` may name outright."""
 
 _DTYPE_TARGETS = frozenset(("promote", "input", "filter", *DTYPE_NAMES))
-_PATH_PLACEHOLDERS = frozenset(("pid", "task"))
+_PATH_PLACEHOLDERS = frozenset(("pid", "task", "task_type"))
 
 # Fields whose rules misfit() checks after decoding: these words replace the schema-derived ones,
 # so a wrong type and a wrong value on the same key read alike.
 EXPECTED: Mapping[str, str] = {
     "policies.dtype.target": f"promote, input, filter or a dtype ({', '.join(DTYPE_NAMES)})",
-    "events.path": "stderr, stdout or a file path with no placeholders but {pid} and {task}",
+    "events.path": (
+        "stderr, stdout or a file path with no placeholders but {pid}, {task} and {task_type}"
+    ),
     "events.summary_interval": "a finite number >= 0",
 }
 
@@ -117,8 +119,10 @@ class EventsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     """``[events]``: where convfix reports what it did."""
 
     path: Annotated[str, Meta(min_length=1)] = "stderr"
-    """``stderr``, ``stdout`` or a file path, formatted with ``str.format(pid=..., task=...)``:
-    ``{pid}`` and ``{task}`` are the only placeholders, ``{{`` and ``}}`` write braces."""
+    """``stderr``, ``stdout`` or a file path, formatted with ``str.format(pid=..., task=...,
+    task_type=...)``: ``{pid}``, ``{task}`` (the tf.distribute task index) and
+    ``{task_type}`` (``worker``, ``chief``...) are the only placeholders, ``{{`` and ``}}``
+    write braces."""
     format: Literal["json", "console"] = "json"
     sink: Literal["convfix", "logging", "structlog"] = "convfix"
     summary_interval: Annotated[float, Meta(ge=0)] = 60.0
@@ -174,8 +178,8 @@ def _placeholders_ok(path: str) -> bool:
         parts = list(string.Formatter().parse(path))
     except ValueError:  # an unmatched "{" or "}"
         return False
-    # Bare {pid} and {task} only: a format spec like {task:d} would fail later, when the
-    # events file is opened, far from the config that caused it.
+    # Bare {pid}, {task} and {task_type} only: a format spec like {task:d} would fail later,
+    # when the events file is opened, far from the config that caused it.
     return all(
         name is None or (name in _PATH_PLACEHOLDERS and not spec and conversion is None)
         for _, name, spec, conversion in parts

@@ -81,17 +81,14 @@ def _json_key(key: object) -> str:
 
 def resolve_path(path: str) -> str:
     """``path`` formatted like ``str.format``: ``{pid}`` is the process id, ``{task}`` the
-    tf.distribute task index, ``{{`` and ``}}`` are braces (the config validates this)."""
+    tf.distribute task index, ``{task_type}`` its type (a chief and worker 0 share index 0),
+    ``{{`` and ``}}`` are braces (the config validates this)."""
     if "{" not in path and "}" not in path:
         return path
-    return path.format(pid=os.getpid(), task=_task_index())
-
-
-def _task_index() -> int:
     # One reading of TF_CONFIG for the file name and the events' "worker" field, so a line
-    # always sits in the file its worker names; 0 without one (a single process).
-    index = distribute.task_index()
-    return 0 if index is None else index
+    # always sits in the file its worker names; worker 0 without one (a single process).
+    kind, index = distribute.task() or ("worker", 0)
+    return path.format(pid=os.getpid(), task=index, task_type=kind)
 
 
 class _LineWriter:

@@ -39,7 +39,7 @@ def child_env(config_path: Path, events_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVFIX_")}
     env.update(
         CONVFIX_CONFIG=str(config_path),
-        # Braces doubled: events.path is a template with {pid} and {task}.
+        # Braces doubled: events.path is a template ({pid}, {task}, {task_type}).
         CONVFIX_EVENTS_PATH=str(events_path).replace("{", "{{").replace("}", "}}"),
         CONVFIX_EVENTS_FORMAT="json",
         TF_ENABLE_ONEDNN_OPTS="1",

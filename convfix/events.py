@@ -75,7 +75,7 @@ class EventsSettings(Protocol):
     """The ``[events]`` table of the configuration (``convfix.config.EventsConfig``)."""
 
     @property
-    def path(self) -> str: ...  # "stderr" | "stdout" | a file, with {pid} and {task}
+    def path(self) -> str: ...  # "stderr" | "stdout" | a file, with {pid}, {task}, {task_type}
     @property
     def format(self) -> Literal["json", "console"]: ...
     @property

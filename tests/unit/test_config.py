@@ -558,7 +558,7 @@ def test_bad_placeholder_in_events_path_is_refused(in_tmp: Path, path: str) -> N
 
     assert message == (
         "convfix.toml: events.path: expected stderr, stdout or a file path with no "
-        f"placeholders but {{pid}} and {{task}}, got {path!r}"
+        f"placeholders but {{pid}}, {{task}} and {{task_type}}, got {path!r}"
     )
 
 

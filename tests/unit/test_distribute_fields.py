@@ -180,6 +180,19 @@ def test_each_worker_task_index_names_its_own_file(
         assert [json.loads(t)["worker"] for t in lines] == [f"worker:{index}"]
 
 
+def test_task_type_placeholder_keeps_a_chief_apart_from_worker_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for kind in ("chief", "worker"):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"task": {"type": kind, "index": 0}}))
+        events.configure(Settings(path=str(tmp_path / "events-{task_type}-{task}.jsonl")))
+        intervention()
+        events.reset()
+    for kind in ("chief", "worker"):
+        lines = (tmp_path / f"events-{kind}-0.jsonl").read_text().splitlines()
+        assert [json.loads(t)["worker"] for t in lines] == [f"{kind}:0"]
+
+
 # -- folding per replica --------------------------------------------------------------
 
 

@@ -10,13 +10,9 @@ other than the defaults may change what the demo's cases expect; the demo says s
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from convfix.cli.config_cmd import print_config_error
-
-ChildEnv = Callable[[Path], dict[str, str]]
-"""``convfix.demo.child_env``: the environment of the demo's children, given its config."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -68,12 +68,6 @@ class FilterShapes:
         # reused by a new filter only sends that filter the slow way: slower, still right.)
         self.flagged: set[int] = set()
 
-    def dims(self, value: Any) -> tuple[int, ...] | None:
-        entry = self._entries.get(id(value))
-        if entry is not None and entry[0]() is value:
-            return entry[1]
-        return self.learn(value)
-
     @property
     def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...]]]:
         return self._entries

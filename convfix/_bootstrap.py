@@ -99,6 +99,10 @@ def _patch_tensorflow(module: ModuleType) -> None:
             version=version,
         )
         return
+    if state.config().gpu.memory_growth:
+        from convfix import gpu
+
+        gpu.apply_memory_growth(module)
     caps = tf_integration.caps
     events.emit(
         events.PATCHED,

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from convfix.call import Call
 from convfix.geometry import (
+    Shape,
     effective_kernel,
     explicit_pads,
     output_size,
@@ -21,10 +22,11 @@ from convfix.geometry import (
 from convfix.guard import spatial_rank
 
 
-def empty_output_shape(call: Call) -> list[int] | None:
-    """The shape TensorFlow's reference kernels give this empty call; None when it cannot
-    be known statically or TensorFlow would refuse the call (channel mismatch)."""
-    x_shape = static_shape(call.input)
+def output_shape(call: Call, input_shape: Shape | None = None) -> list[int] | None:
+    """The shape TensorFlow's reference kernels give this call (an empty one included), for
+    the input's static shape or ``input_shape``; None when it cannot be known statically or
+    TensorFlow would refuse the call (channel mismatch). Transposes are not covered."""
+    x_shape = static_shape(call.input) if input_shape is None else input_shape
     f_shape = static_shape(call.filter)
     if x_shape is None or f_shape is None or None in x_shape or None in f_shape:
         return None

@@ -99,6 +99,7 @@ class _State:
         self.lock = threading.Lock()  # counts only: never held while writing or calling out
         self.counts: dict[_FoldKey, int] = {}
         self.first: dict[_FoldKey, tuple[str, str]] = {}  # key -> (event, op) as first seen
+        self.elapsed: dict[_FoldKey, float] = {}  # key -> total elapsed_ms, where events had one
         self.changes = 0
         self.changes_summarized = 0
         self.dropped = 0
@@ -163,6 +164,9 @@ def record(
             seen = _state.counts.get(key, 0)
             _state.counts[key] = seen + 1
             _state.changes += 1
+            elapsed = fields.get("elapsed_ms")
+            if isinstance(elapsed, (int, float)):  # time spent survives folding, like counts
+                _state.elapsed[key] = _state.elapsed.get(key, 0.0) + float(elapsed)
             if not seen:
                 _state.first[key] = (event, op)
         if seen:
@@ -224,6 +228,7 @@ def reset() -> None:
     with _state.lock:
         _state.counts.clear()
         _state.first.clear()
+        _state.elapsed.clear()
         _state.changes = _state.changes_summarized = _state.dropped = 0
 
 
@@ -239,12 +244,18 @@ def _write_summary(*, final: bool) -> None:
                 "op": _state.first[key, replica][1],
                 "count": n,
                 **({} if replica is None else {"replica": replica}),
+                **_elapsed_field((key, replica)),
             }
             for (key, replica), n in _state.counts.items()
         ]
         total = sum(_state.counts.values())
         _state.changes_summarized = _state.changes
     _write("info", SUMMARY, {"counts": entries, "total": total, "pid": os.getpid(), "final": final})
+
+
+def _elapsed_field(key: _FoldKey) -> dict[str, float]:
+    total = _state.elapsed.get(key)
+    return {} if total is None else {"elapsed_ms": round(total, 3)}
 
 
 def _write(level: str, event: str, fields: Mapping[str, object]) -> None:
@@ -316,7 +327,12 @@ def _ensure_timer() -> None:
             daemon=True,
         )
         timer = _state.timer
-    timer.start()
+    try:
+        timer.start()
+    except RuntimeError:  # no thread now (memory is short, as after an OOM): try next time
+        with _state.lock:
+            if _state.timer is timer:
+                _state.timer = None
 
 
 def _summarize_every(interval: float, stop: threading.Event) -> None:

@@ -18,14 +18,15 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix import events, guard, runtime_checks, state
-from convfix.answers import empty_output_shape, empty_result
+from convfix import events, guard, recovery, runtime_checks, state
+from convfix.answers import empty_result, output_shape
 from convfix.call import Binder, Call
 from convfix.config import Config
 from convfix.errors import ConvFixError
 from convfix.geometry import per_spatial, static_shape
 from convfix.integrations import keras_context
 from convfix.integrations.entry import FilterShapes
+from convfix.learned import TABLE as LEARNED
 from convfix.messages import refusal, strict_message
 from convfix.policies import Policy, Problem, Repair, build, rank
 from convfix.replay import Plan, ReplayTable, Step, signature
@@ -42,6 +43,10 @@ class Target:
     onednn: bool
     filters: FilterShapes
     replays: ReplayTable = field(default_factory=ReplayTable)
+
+    def send_one(self, call: Call) -> Any:
+        """One call on TensorFlow, by its bound arguments, nothing else."""
+        return self.binder.dispatch(self.original, call)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,20 @@ class _Run:
         if self.tf_error is not None:
             raise self.tf_error
         return self.target.original(*self.args, **self.kwargs)
+
+    def send(self, call: Call | None = None, dispatch: Callable[[], Any] | None = None) -> Any:
+        """Run ``call`` (default: the call as made) on TensorFlow: eagerly through
+        recovery, which knows what out-of-memory or cuDNN failures taught it."""
+        call = call or self.call
+        dispatch = dispatch or self.original
+        if call.graph:
+            return dispatch()
+        return recovery.send(call, self.target.send_one, dispatch, call.layer, self.learned)
+
+    def learned(self) -> None:
+        """A recovery was remembered: later calls with this filter take the slow path,
+        where it is replayed, rather than failing in TensorFlow first."""
+        self.target.filters.flag(self.call.filter)
 
     def mode(self, problem: Problem) -> str:
         if problem.owner == "guard":  # always on: its answers do not depend on a policy
@@ -125,7 +144,7 @@ def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
         return _fall_back(lambda: target.original(*args, **kwargs), bug, safe)
     if not problems:
         target.replays.put(key, Plan(run.config, (), run.call.layer))
-        return _checked(run, run.call, run.original)
+        return _checked(run, run.call, run.send)
     return _resolve(run, problems, key)
 
 
@@ -133,6 +152,12 @@ def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error
     """TensorFlow raised on a call the fast check cleared: a policy may claim the error
     (a dtype mismatch, a padding name in lower case...); otherwise TF's error stands."""
     key = signature(args, kwargs) if tf.executing_eagerly() else None
+    if recovery.claims(error):  # out of memory or cuDNN: the arguments were fine
+        try:
+            run = _start(target, args, kwargs, None)
+        except Exception:
+            raise error from None
+        return recovery.recover(run.call, target.send_one, error, run.call.layer, run.learned)
     try:
         run = _start(target, args, kwargs, error)
         problems = _detect(run)
@@ -146,7 +171,7 @@ def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error
 
 
 def _replay(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], plan: Plan) -> Any:
-    if plan.steps is not None:
+    if plan.steps is not None and not len(LEARNED):  # learned recoveries need the full path
         try:
             return _replay_steps(target, args, kwargs, plan, plan.steps)
         except Exception:  # TensorFlow or a rewrite failed: the full path says why
@@ -157,7 +182,7 @@ def _replay(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], plan:
         safe = _plainly_safe(target, args, kwargs)
         return _fall_back(lambda: target.original(*args, **kwargs), bug, safe)
     if not plan.problems:
-        return run.original()
+        return run.send()
     return _resolve(run, list(plan.problems), None, redetect=False)
 
 
@@ -253,18 +278,22 @@ def _repair_and_run(
 
 def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], safe: bool) -> Any:
     if not repairs:
-        return _checked(run, run.call, run.original)
+        return _checked(run, run.call, run.send)
+    runner = next((r.run for _, r in repairs if r.run is not None), None)
+    send_one = run.target.send_one
+    if runner is None:
+        dispatch: Callable[[], Any] = functools.partial(send_one, current)
+    else:  # a repair runs the call its own way (split_batch's chunks)
+        dispatch = functools.partial(runner, send_one)
     try:
-        result = _checked(
-            run, current, lambda: run.target.binder.dispatch(run.target.original, current)
-        )
+        result = _checked(run, current, lambda: run.send(current, dispatch))
     except Exception as error:
         for problem, repair in repairs:
             _record(
                 events.INTERVENTION, run.call, problem, run.mode(problem), repair.action,
                 repair.after, outcome="fix_failed", error_type=type(error).__name__,
             )  # fmt: skip
-        if safe:  # TensorFlow's own error for the call as the user made it
+        if safe and not recovery.claims(error):  # TF's own error for the call as made
             return run.original()
         raise
     for problem, repair in reversed(repairs):
@@ -294,7 +323,7 @@ def _checked(run: _Run, call: Call, dispatch: Callable[[], Any]) -> Any:
 def _answer_empty(
     call: Call, problem: Problem, mode: str, repairs: list[tuple[Problem, Repair]]
 ) -> Any:
-    shape = empty_output_shape(call)
+    shape = output_shape(call)
     if shape is None:
         raise refusal(call, problem, None, mode)
     result = empty_result(call, shape)

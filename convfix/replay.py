@@ -116,3 +116,12 @@ def _describe(value: Any) -> Any:
         # the layer named in its events) apart from another layer's of the same shapes.
         return (kind, dtype, dims, id(value))
     return (kind, dtype, dims)
+
+
+def describe(value: Any) -> Any:
+    """One argument as a hashable value (type, dtype, shape; or the value itself for plain
+    Python values). Raises ValueError when it cannot be described that way."""
+    try:
+        return _describe(value)
+    except _Undescribable:
+        raise ValueError(f"cannot describe a {type(value).__name__} by value") from None

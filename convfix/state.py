@@ -17,12 +17,15 @@ from convfix.config import Config, apply_overrides
 class Flags:
     """Plain attributes the hot path reads: one lookup each, no locking needed."""
 
-    __slots__ = ("active", "overrides", "patched")
+    __slots__ = ("active", "budget", "overrides", "patched")
 
     def __init__(self) -> None:
         self.active = False  # a config is loaded and its mode is not "off"
         self.overrides = 0  # blocks inside convfix.override(...) anywhere in the process
         self.patched = False
+        # A memory budget (split_batch.max_batch_bytes) is in force somewhere: every call
+        # needs its bytes estimated, so none may take the fast path.
+        self.budget = False
 
 
 flags = Flags()
@@ -31,13 +34,31 @@ _override: contextvars.ContextVar[Config | None] = contextvars.ContextVar(
     "convfix_override", default=None
 )
 _lock = threading.Lock()
+_budgets = 0  # configs in force (process-wide or in an override block) with a budget
+
+
+def has_budget(config: Config) -> bool:
+    """Whether ``config`` splits calls over a byte budget before dispatch."""
+    return (
+        config.policies.split_batch.max_batch_bytes is not None
+        and config.policy_mode("split_batch") != "off"
+    )
+
+
+def _count_budget(change: int) -> None:
+    global _budgets
+    with _lock:
+        _budgets += change
+        flags.budget = _budgets > 0
 
 
 def set_config(config: Config) -> None:
     """Make ``config`` the process-wide configuration."""
     global _config
+    before = _config is not None and has_budget(_config)
     _config = config
     flags.active = config.mode != "off"
+    _count_budget(int(has_budget(config)) - int(before))
 
 
 def config() -> Config:
@@ -68,12 +89,15 @@ def override(
     Inside tf.function the override in force at trace time is baked into the graph.
     """
     new = apply_overrides(config(), mode=mode, policies=policies)
+    budget = int(has_budget(new))
     token = _override.set(new)
     with _lock:
         flags.overrides += 1
+    _count_budget(budget)
     try:
         yield new
     finally:
         _override.reset(token)
         with _lock:
             flags.overrides -= 1
+        _count_budget(-budget)

@@ -1,17 +1,20 @@
 """Helpers for testing code that uses convfix.
 
-Sections: events (``capture_events``).
+Sections: events (``capture_events``), devices (``small_device``: a simulated small GPU
+whose convolutions run out of memory or fail in cuDNN, on a CPU-only machine).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from convfix import _sink, events
+from convfix._small_device import SmallDevice, small_device
 
-__all__ = ["capture_events"]
+__all__ = ["SmallDevice", "capture_events", "reset", "small_device"]
 
 # -- events ---------------------------------------------------------------------------
 
@@ -36,3 +39,25 @@ def capture_events() -> Iterator[list[dict[str, Any]]]:
         yield captured
     finally:
         events._pop_sink(sink)
+
+
+# -- devices --------------------------------------------------------------------------
+# small_device and SmallDevice live in convfix._small_device (imported above), which
+# imports TensorFlow only when a block is entered, so this module stays light.
+
+
+# -- state ----------------------------------------------------------------------------
+
+
+def reset() -> None:
+    """Forget what convfix learned and counted in this process: remembered repairs,
+    chunk sizes and fallback devices learned from out-of-memory or cuDNN failures, and
+    event counts. The next call of each kind is handled as if it were the first."""
+    events.reset()
+    if "convfix.learned" not in sys.modules:
+        return  # nothing was learned, and TensorFlow need not be imported to say so
+    from convfix.integrations import tensorflow as tf_integration
+    from convfix.learned import TABLE
+
+    TABLE.clear()
+    tf_integration.forget()

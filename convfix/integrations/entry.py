@@ -194,6 +194,8 @@ def make_entry(
             return original(*args, **kwargs)
         if flags.overrides and not state.enabled():
             return original(*args, **kwargs)
+        if flags.budget:  # every call's bytes are checked against the budget
+            return slow(args, kwargs)
         try:
             healthy = fast is not None and fast(args, kwargs)
         except Exception:  # an odd argument type: let the full path look at it

@@ -55,6 +55,7 @@ class Patched:
 
 
 _patched: list[Patched] = []
+_targets: list[Any] = []  # every pipeline.Target made, for forget()
 caps: Capabilities | None = None
 
 
@@ -92,6 +93,7 @@ def patch_tensorflow() -> list[Patched]:
         if module is None or original is None or getattr(original, MARK, None) is not None:
             continue
         target = Target(original, Binder(spec, original), caps.onednn, filters)
+        _targets.append(target)
 
         def slow(args: tuple[Any, ...], kwargs: dict[str, Any], target: Target = target) -> Any:
             return handle(target, args, kwargs)
@@ -109,6 +111,17 @@ def patch_tensorflow() -> list[Patched]:
         setattr(item.module, item.attribute, item.wrapper)
     _patched.extend(done)
     return done
+
+
+def forget() -> None:
+    """Forget every repair remembered per call signature and every recovery learned:
+    the next call of each kind is checked, and fails, as if it were the first."""
+    from convfix.learned import TABLE
+
+    TABLE.clear()
+    for target in _targets:
+        target.replays.clear()
+        target.filters.flagged.clear()
 
 
 def _user_references(wrappers: dict[int, Callable[..., Any]]) -> list[Patched]:
@@ -137,6 +150,7 @@ def unpatch_tensorflow() -> int:
             setattr(item.module, item.attribute, item.original)
             restored += 1
     _patched.clear()
+    _targets.clear()
     return restored
 
 

@@ -21,6 +21,7 @@ def build(config: Config) -> dict[str, Policy]:
     from convfix.policies.dtype import DtypePolicy
     from convfix.policies.layout import LayoutPolicy
     from convfix.policies.padding import PaddingPolicy
+    from convfix.policies.split_batch import SplitBatchPolicy
 
     settings = config.policies
     return {
@@ -28,6 +29,9 @@ def build(config: Config) -> dict[str, Policy]:
         "layout": LayoutPolicy(settings.layout),
         "padding": PaddingPolicy(settings.padding),
         "dtype": DtypePolicy(settings.dtype),
+        # Before dispatch only for a byte budget; its out-of-memory recovery and
+        # device_fallback run after TensorFlow raised (convfix.recovery).
+        "split_batch": SplitBatchPolicy(settings.split_batch),
     }
 
 

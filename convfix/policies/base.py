@@ -45,6 +45,9 @@ class Repair:
     # The same repair as argument rewrites (parameter name -> new value from the old one),
     # when it is exactly that: a remembered plan then replays it without binding the call.
     rewrites: Mapping[str, Callable[[Any], Any]] | None = None
+    # Runs the repaired call in place of one TensorFlow call (split_batch's chunks): given
+    # the function that sends one call to TensorFlow, returns the result.
+    run: Callable[[Callable[[Call], Any]], Any] | None = None
 
 
 class Policy(Protocol):

@@ -1,0 +1,187 @@
+"""Running one convolution as several smaller ones along the batch dimension.
+
+Examples of a batch are independent in every convolution TensorFlow has, so running the
+batch in slices and concatenating the results along axis 0 is the same computation; the
+only difference is rounding in kernels that block differently for another batch size
+(even chunks came out bit-identical in tf-facts' measurements). Slicing and concatenation
+are differentiable, so gradients through a split call are those of the whole call.
+
+Chunks all have one size except perhaps the last, so TensorFlow's autotune cache and any
+traced functions are reused from one chunk to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import tensorflow as tf
+
+from convfix.answers import output_shape
+from convfix.call import Call
+from convfix.geometry import static_shape
+
+Send = Callable[[Call], Any]
+"""Runs one (chunk) call on TensorFlow and returns its result."""
+
+
+def batch_size(call: Call) -> int | None:
+    """The static size of the input's first (batch) dimension, if known."""
+    shape = static_shape(call.input)
+    if not shape or shape[0] is None:
+        return None
+    return shape[0]
+
+
+def chunk_sizes(batch: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each chunk: all ``chunk`` long but perhaps the last."""
+    for start in range(0, batch, chunk):
+        yield start, min(start + chunk, batch)
+
+
+def even_chunk(batch: int, wanted: int) -> int:
+    """The largest chunk no bigger than ``wanted`` that divides ``batch`` evenly (under op
+    determinism uneven chunks could round differently from run to run of other sizes)."""
+    for size in range(max(1, min(wanted, batch)), 0, -1):
+        if batch % size == 0:
+            return size
+    return 1
+
+
+def slice_call(call: Call, start: Any, stop: Any) -> Call:
+    """The call for examples ``start:stop`` (ints, or scalar tensors inside a graph)."""
+    part = call.replace(input=call.input[start:stop])
+    if call.spec.kind == "transpose":  # the output shape names the batch size too
+        part = part.replace(output_shape=_with_batch(call.arguments["output_shape"], stop - start))
+    return part
+
+
+def _with_batch(shape: Any, size: Any) -> Any:
+    if isinstance(shape, (list, tuple)) and not isinstance(size, tf.Tensor):
+        return type(shape)([size, *shape[1:]])
+    shape = tf.convert_to_tensor(shape)
+    head = tf.reshape(tf.cast(size, shape.dtype), [1])
+    return tf.concat([head, shape[1:]], 0)
+
+
+def run_split(call: Call, chunk: int, send: Send) -> Any:
+    """Run ``call`` eagerly in chunks of ``chunk`` examples and join the results.
+
+    Each chunk's input slice is made just before it runs and dropped after, so at most one
+    input slice is alive at a time; the chunk outputs are joined by one concatenation.
+    """
+    batch = batch_size(call)
+    assert batch is not None, "eager inputs have a known batch size"
+    outputs = [send(slice_call(call, start, stop)) for start, stop in chunk_sizes(batch, chunk)]
+    if len(outputs) == 1:
+        return outputs[0]
+    try:
+        return tf.concat(outputs, 0)
+    except tf.errors.ResourceExhaustedError as error:
+        # The result alone does not fit next to its parts: smaller chunks cannot help.
+        raise JoinOutOfMemory(error) from error
+
+
+class JoinOutOfMemory(Exception):
+    """Every chunk ran, but joining their results ran out of memory."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def run_split_in_graph(call: Call, chunk: int, send: Send) -> Any:
+    """Build ``call`` into the graph as chunks that run one after another.
+
+    A known batch gets fixed slices, each ordered after the previous chunk's result (left
+    alone, the runtime may run every chunk at once, which saves no memory); an unknown
+    batch gets a while loop over chunks with one iteration in flight at a time.
+    """
+    batch = batch_size(call)
+    if batch is not None:
+        outputs: list[Any] = []
+        for start, stop in chunk_sizes(batch, chunk):
+            with tf.control_dependencies(outputs[-1:]):
+                part = slice_call(call, start, stop)
+                outputs.append(send(part))
+        return outputs[0] if len(outputs) == 1 else tf.concat(outputs, 0)
+    return _loop_over_chunks(call, chunk, send)
+
+
+def _loop_over_chunks(call: Call, chunk: int, send: Send) -> Any:
+    x = tf.convert_to_tensor(call.input)
+    total = tf.shape(x)[0]
+    count = (total + chunk - 1) // chunk
+    x_shape = static_shape(x) or []
+    per_example = _output_per_example(call, x_shape) if x_shape else None
+    element = tf.TensorShape(None if per_example is None else [None, *per_example])
+    results = tf.TensorArray(x.dtype, size=count, infer_shape=False, element_shape=element)
+
+    def body(i: Any, results: Any) -> tuple[Any, Any]:
+        start = i * chunk
+        stop = tf.minimum(start + chunk, total)
+        return i + 1, results.write(i, send(slice_call(call.replace(input=x), start, stop)))
+
+    _, results = tf.while_loop(
+        lambda i, _: i < count, body, (tf.constant(0), results), parallel_iterations=1
+    )
+    out = results.concat()
+    out.set_shape(element)
+    return out
+
+
+def estimate_bytes(call: Call) -> tuple[int, int] | None:
+    """(bytes for the whole call, bytes per example): input + output + workspace, from
+    static shapes; None when the per-example shapes are not known.
+
+    The workspace is taken as the im2col patch matrix of a GEMM-based kernel (output
+    positions x kernel volume x input channels), the largest scratch a common CPU or
+    cuDNN algorithm needs; real algorithms may use less. An estimate, for a budget.
+    """
+    x_shape = static_shape(call.input)
+    f_shape = static_shape(call.filter)
+    if not x_shape or not f_shape or None in x_shape[1:] or None in f_shape:
+        return None
+    item = tf.as_dtype(getattr(call.input, "dtype", tf.float32)).size
+    per_input = _product(x_shape[1:])
+    out = _output_per_example(call, x_shape)
+    if out is None:
+        return None
+    per_output = _product(out)
+    spatial = len(f_shape) - 2
+    kernel_volume = _product(f_shape[:spatial]) * int(f_shape[-2] or 1)
+    positions = _product(out[:-1]) if call.channels_last() else _product(out[1:])
+    per_example = (per_input + per_output + positions * kernel_volume) * item
+    batch = x_shape[0]
+    return (per_example * batch if batch is not None else -1), per_example
+
+
+def output_bytes_per_example(call: Call) -> int | None:
+    """Bytes of one example's output, from static shapes; None when unknown."""
+    x_shape = static_shape(call.input)
+    if not x_shape or None in x_shape[1:]:
+        return None
+    out = _output_per_example(call, x_shape)
+    if out is None:
+        return None
+    item: int = tf.as_dtype(getattr(call.input, "dtype", tf.float32)).size
+    return _product(out) * item
+
+
+def _output_per_example(call: Call, x_shape: list[int | None]) -> list[int] | None:
+    if call.spec.kind == "transpose":
+        wanted = call.arguments.get("output_shape")
+        shape = static_shape(wanted) if not isinstance(wanted, (list, tuple)) else None
+        if isinstance(wanted, (list, tuple)):
+            return [int(v) for v in wanted[1:]]
+        value = tf.get_static_value(wanted) if shape is not None else None
+        return None if value is None else [int(v) for v in value[1:]]
+    out = output_shape(call, [1, *x_shape[1:]])
+    return None if out is None else out[1:]
+
+
+def _product(values: Any) -> int:
+    result = 1
+    for value in values:
+        result *= int(value)
+    return result

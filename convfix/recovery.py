@@ -1,0 +1,227 @@
+"""The pipeline's last stage: TensorFlow raised at run time, and a recovery policy acts.
+
+    out of memory   -> split_batch (chunks)  -> device_fallback, if the chunks never fit
+    cuDNN/DNN init  -> device_fallback
+
+Eager calls only: inside tf.function an op's error surfaces when the graph runs, where no
+Python code of convfix's can catch it (``max_batch_bytes`` prevents OOM there instead).
+Modes: fix recovers; warn logs a warning and re-raises TensorFlow's error; strict and
+off re-raise it untouched (strict logs the warning too), so the caller's own
+``except tf.errors.ResourceExhaustedError`` handlers keep working. A recovery that fails
+re-raises TensorFlow's first error; a convfix bug while recovering does the same and logs
+``convfix.internal_error``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from convfix import events, state
+from convfix.call import Call
+from convfix.config import Config
+from convfix.learned import TABLE, device_of, signature
+from convfix.policies.device_fallback import DeviceFallbackPolicy
+from convfix.policies.recovery_base import Attempt, GaveUp, Recovered, Send
+from convfix.policies.split_batch import SplitBatchPolicy
+from convfix.tf_errors import classify
+
+
+class _Policies:
+    def __init__(self, config: Config) -> None:
+        split = config.policies.split_batch
+        self.split = SplitBatchPolicy(split)
+        self.fallback = DeviceFallbackPolicy(
+            config.policies.device_fallback, split.grow_back_after, split.max_table_size
+        )
+
+
+@functools.lru_cache(maxsize=32)
+def _policies(config: Config) -> _Policies:
+    return _Policies(config)
+
+
+def claims(error: BaseException) -> bool:
+    """Whether a recovery policy may act on ``error``."""
+    return classify(error) is not None
+
+
+def send(
+    call: Call,
+    send_call: Send,
+    dispatch: Callable[[], Any],
+    layer: str | None,
+    learned: Callable[[], None],
+) -> Any:
+    """Dispatch an eager call the way its signature learned to run, else as made; recover
+    from an error a recovery policy claims. ``learned`` is told when a recovery was
+    remembered, so that later calls like this one come here instead of failing first."""
+    if len(TABLE):
+        try:
+            known = _run_learned(call, send_call, layer)
+        except tf.errors.OpError:
+            raise
+        except Exception as bug:  # convfix's own: run the call as made instead
+            _internal_error(bug)
+            known = None
+        if known is not None:
+            return known[0]
+    try:
+        return dispatch()
+    except Exception as error:
+        if classify(error) is None:
+            raise
+        return recover(call, send_call, error, layer, learned)
+
+
+def recover(
+    call: Call,
+    send_call: Send,
+    error: Exception,
+    layer: str | None,
+    learned: Callable[[], None],
+) -> Any:
+    """``error`` came from TensorFlow running ``call``: recover, or re-raise it."""
+    kind = classify(error)
+    if kind is None:
+        raise error
+    config = state.config()
+    try:
+        attempt = _attempt(call, send_call)
+        policies = _policies(config)
+    except Exception as bug:
+        _internal_error(bug)
+        raise error from None
+    if kind == "out_of_memory":
+        mode = config.policy_mode("split_batch")
+        if mode == "fix":
+            outcome = _try(policies.split, attempt, kind, error, mode, layer)
+            if outcome is not None:
+                learned()
+                return outcome[0]
+        elif mode != "off":  # warn or strict: say what would have happened, change nothing
+            _warn(attempt, "split_batch", kind, mode, policies.split.explain(kind), layer)
+            raise error
+    result = _fall_back(attempt, kind, error, config, layer)
+    learned()
+    return result
+
+
+def _fall_back(
+    attempt: Attempt, kind: str, error: Exception, config: Config, layer: str | None
+) -> Any:
+    """The last resort: another device, or TensorFlow's error."""
+    fallback = _policies(config).fallback
+    mode = config.policy_mode("device_fallback")
+    if mode == "fix" and fallback.applies(attempt):
+        outcome = _try(fallback, attempt, kind, error, mode, layer)
+        if outcome is not None:
+            return outcome[0]
+    elif mode in ("warn", "strict") and fallback.applies(attempt):
+        _warn(attempt, "device_fallback", kind, mode, fallback.explain(kind), layer)
+    raise error
+
+
+def _try(
+    policy: SplitBatchPolicy | DeviceFallbackPolicy,
+    attempt: Attempt,
+    kind: str,
+    error: Exception,
+    mode: str,
+    layer: str | None,
+) -> tuple[Any] | None:
+    """(result,) from the policy, or None when it gave up (its failure is logged)."""
+    try:
+        recovered = policy.recover(attempt, kind, error)
+    except GaveUp as gave_up:
+        _log(attempt, policy.name, kind, mode, layer, "fix_failed", gave_up.attempts)
+        return None
+    except tf.errors.OpError:
+        raise
+    except Exception as bug:
+        _internal_error(bug)
+        raise error from None
+    _log_recovered(attempt, policy.name, kind, mode, layer, recovered)
+    return (recovered.result,)
+
+
+def _run_learned(call: Call, send_call: Send, layer: str | None) -> tuple[Any] | None:
+    attempt = _attempt(call, send_call)
+    entry = TABLE.get(attempt.key) if attempt.key is not None else None
+    if entry is None:
+        return None
+    config = state.config()
+    policies = _policies(config)
+    if entry.device is not None and config.policy_mode("device_fallback") == "fix":
+        recovered = policies.fallback.run_learned(attempt, entry)
+        reason, name = entry.reason or "dnn_init_failed", "device_fallback"
+    elif entry.chunk is not None and config.policy_mode("split_batch") == "fix":
+        try:
+            found = policies.split.run_learned(attempt, entry)
+        except GaveUp as gave_up:  # memory got tighter than even the smallest chunk
+            _log(attempt, "split_batch", "out_of_memory", "fix", layer, "fix_failed",
+                 gave_up.attempts)  # fmt: skip
+            return (_fall_back(attempt, "out_of_memory", gave_up.error, config, layer),)
+        if found is None:
+            return None
+        recovered, reason, name = found, "out_of_memory", "split_batch"
+    else:
+        return None
+    if not recovered.quiet:
+        _log_recovered(attempt, name, reason, "fix", layer, recovered)
+    return (recovered.result,)
+
+
+def _attempt(call: Call, send_call: Send) -> Attempt:
+    device = device_of(call)
+    return Attempt(call, send_call, device, signature(call, device))
+
+
+def _log_recovered(
+    attempt: Attempt, policy: str, reason: str, mode: str, layer: str | None, done: Recovered
+) -> None:
+    events.record(
+        events.INTERVENTION, policy=policy, op=attempt.call.spec.name, action=done.action,
+        mode=mode, reason=reason, before=dict(done.before), after=dict(done.after),
+        graph=False, layer=layer, level="warning" if policy == "device_fallback" else "info",
+        **done.fields,
+    )  # fmt: skip
+
+
+def _log(
+    attempt: Attempt,
+    policy: str,
+    reason: str,
+    mode: str,
+    layer: str | None,
+    outcome: str,
+    attempts: int,
+) -> None:
+    events.record(
+        events.INTERVENTION, policy=policy, op=attempt.call.spec.name, action="none",
+        mode=mode, reason=reason, before={"device": attempt.device}, after={},
+        graph=False, layer=layer, level="warning", outcome=outcome, attempts=attempts,
+    )  # fmt: skip
+
+
+def _warn(
+    attempt: Attempt, policy: str, reason: str, mode: str, would: str, layer: str | None
+) -> None:
+    events.record(
+        events.WARNING, policy=policy, op=attempt.call.spec.name, action="none", mode=mode,
+        reason=reason, before={"device": attempt.device}, after={}, graph=False,
+        layer=layer, level="warning", would=would,
+    )  # fmt: skip
+
+
+def _internal_error(bug: Exception) -> None:
+    events.emit(
+        events.INTERNAL_ERROR,
+        level="error",
+        stage="recovery",
+        error_type=type(bug).__name__,
+        error=str(bug)[:200],
+    )

@@ -1,0 +1,256 @@
+"""split_batch on a simulated small device: split, learn, grow back, min_chunk, modes.
+
+The device (convfix.testing.small_device) raises TensorFlow's real ResourceExhaustedError
+from beneath every Python layer, so these calls take exactly the path a GPU's OOM takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import convfix
+from convfix.testing import capture_events, reset, small_device
+
+tf = pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(autouse=True)
+def _forget() -> Iterator[None]:
+    reset()
+    yield
+    reset()
+
+
+def _inputs(batch: int = 8) -> tuple[Any, Any]:
+    rng = np.random.default_rng(batch)
+    x = tf.constant(rng.normal(size=(batch, 12, 12, 3)).astype(np.float32))
+    k = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+    return x, k
+
+
+def _relative(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _splits(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in captured if e.get("policy") == "split_batch"]
+
+
+def test_an_out_of_memory_call_is_split_and_matches_the_whole_call() -> None:
+    x, k = _inputs(8)
+    whole = tf.nn.conv2d(x, k, 1, "SAME")
+    with capture_events() as captured, small_device(max_batch=3) as device:
+        out = tf.nn.conv2d(x, k, 1, "SAME")
+    assert out.shape == whole.shape
+    assert _relative(out, whole) < 1e-6
+    assert device.ooms == 2  # the whole batch of 8, then chunks of 4
+    assert [batch for _, batch in device.attempts] == [8, 4, 2, 2, 2, 2]
+    (event,) = _splits(captured)
+    assert event["event"] == "convfix.intervention"
+    assert event["reason"] == "out_of_memory"
+    assert event["before"] == {"batch": 8}
+    assert event["after"] == {"chunk": 2, "chunks": 4}
+    assert event["attempts"] == 3
+    assert event["elapsed_ms"] > 0
+    assert event["learned"] is False
+
+
+def test_a_learned_signature_goes_straight_to_its_chunk() -> None:
+    x, k = _inputs(8)
+    with capture_events() as captured, small_device(max_batch=3) as device:
+        tf.nn.conv2d(x, k, 1, "SAME")
+        ooms = device.ooms
+        del device.attempts[:]
+        tf.nn.conv2d(x, k, 1, "SAME")
+        assert device.ooms == ooms  # no repeated out-of-memory
+        assert [batch for _, batch in device.attempts] == [2, 2, 2, 2]
+        # A larger batch of the same examples uses the learned chunk too.
+        big, _ = _inputs(12)
+        del device.attempts[:]
+        tf.nn.conv2d(big, k, 1, "SAME")
+        assert device.ooms == ooms
+        assert [batch for _, batch in device.attempts] == [2] * 6
+    learned = [e for e in _splits(captured) if e["learned"]]
+    assert learned[0]["attempts"] == 1
+
+
+def test_a_new_signature_learns_on_its_own() -> None:
+    x, k = _inputs(8)
+    other = tf.constant(np.ones((3, 3, 3, 5), np.float32))
+    with small_device(max_batch=3) as device:
+        tf.nn.conv2d(x, k, 1, "SAME")
+        before = device.ooms
+        tf.nn.conv2d(x, other, 1, "SAME")  # another filter shape: another signature
+        assert device.ooms > before
+
+
+def test_grow_back_tries_a_larger_chunk_after_n_successes() -> None:
+    x, k = _inputs(8)
+    with convfix.override(policies={"split_batch": {"grow_back_after": 2}}):
+        with small_device(max_batch=3):
+            tf.nn.conv2d(x, k, 1, "SAME")  # learns chunk 2
+        with capture_events() as captured, small_device(max_batch=8) as device:
+            tf.nn.conv2d(x, k, 1, "SAME")
+            tf.nn.conv2d(x, k, 1, "SAME")
+            del device.attempts[:]
+            tf.nn.conv2d(x, k, 1, "SAME")  # third call: grows to chunk 4
+            assert [batch for _, batch in device.attempts] == [4, 4]
+            assert device.ooms == 0
+    grown = [e for e in _splits(captured) if e["grew_back"]]
+    assert grown and grown[0]["after"] == {"chunk": 4, "chunks": 2}
+
+
+def test_a_failed_grow_back_costs_one_oom_and_doubles_the_wait() -> None:
+    x, k = _inputs(8)
+    with convfix.override(policies={"split_batch": {"grow_back_after": 1}}):
+        with small_device(max_batch=3) as device:
+            tf.nn.conv2d(x, k, 1, "SAME")  # learns chunk 2
+            tf.nn.conv2d(x, k, 1, "SAME")  # one success
+            ooms = device.ooms
+            out = tf.nn.conv2d(x, k, 1, "SAME")  # tries chunk 4: one OOM, then chunk 2
+            assert device.ooms == ooms + 1
+            # The wait doubled: the next two calls do not try again.
+            tf.nn.conv2d(x, k, 1, "SAME")
+            tf.nn.conv2d(x, k, 1, "SAME")
+            assert device.ooms == ooms + 1
+            tf.nn.conv2d(x, k, 1, "SAME")  # now it does
+            assert device.ooms == ooms + 2
+    assert _relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
+
+
+def test_grow_back_off_never_tries_again() -> None:
+    x, k = _inputs(8)
+    with convfix.override(policies={"split_batch": {"grow_back_after": 0}}):
+        with small_device(max_batch=3) as device:
+            tf.nn.conv2d(x, k, 1, "SAME")
+            ooms = device.ooms
+            for _ in range(5):
+                tf.nn.conv2d(x, k, 1, "SAME")
+            assert device.ooms == ooms
+
+
+def test_min_chunk_stops_the_split_and_tensorflows_error_stands() -> None:
+    x, k = _inputs(8)
+    settings = {"split_batch": {"min_chunk": 4}, "device_fallback": "off"}
+    with convfix.override(policies=settings), capture_events() as captured:
+        with (
+            small_device(max_batch=3) as device,
+            pytest.raises(tf.errors.ResourceExhaustedError) as raised,
+        ):
+            tf.nn.conv2d(x, k, 1, "SAME")
+    assert "[8,12,12,4]" in str(raised.value)  # the error of the call as made
+    assert [batch for _, batch in device.attempts] == [8, 4]
+    (event,) = _splits(captured)
+    assert event["outcome"] == "fix_failed" and event["attempts"] == 2
+
+
+def test_max_retries_bounds_the_rounds() -> None:
+    x, k = _inputs(16)
+    settings = {"split_batch": {"max_retries": 1}, "device_fallback": "off"}
+    with (
+        convfix.override(policies=settings),
+        small_device(max_batch=3) as device,
+        pytest.raises(tf.errors.ResourceExhaustedError),
+    ):
+        tf.nn.conv2d(x, k, 1, "SAME")
+    assert [batch for _, batch in device.attempts] == [16, 8]
+
+
+@pytest.mark.parametrize("mode", ["warn", "strict"])
+def test_warn_and_strict_reraise_tensorflows_own_error(mode: str) -> None:
+    x, k = _inputs(8)
+    with (
+        convfix.override(policies={"split_batch": mode}),
+        capture_events() as captured,
+        small_device(max_batch=3) as device,
+        pytest.raises(tf.errors.ResourceExhaustedError),
+    ):
+        tf.nn.conv2d(x, k, 1, "SAME")
+    assert len(device.attempts) == 1  # nothing retried
+    (event,) = _splits(captured)
+    assert event["event"] == "convfix.warning" and event["mode"] == mode
+
+
+def test_off_mode_leaves_the_error_alone() -> None:
+    x, k = _inputs(8)
+    with (
+        convfix.override(mode="off"),
+        capture_events() as captured,
+        small_device(max_batch=3),
+        pytest.raises(tf.errors.ResourceExhaustedError),
+    ):
+        tf.nn.conv2d(x, k, 1, "SAME")
+    assert captured == []
+
+
+def test_op_determinism_uses_even_chunks_only() -> None:
+    from tensorflow.python.framework import config as tf_config
+
+    x, k = _inputs(9)
+    tf_config.enable_op_determinism()
+    try:
+        with small_device(max_batch=4) as device:
+            tf.nn.conv2d(x, k, 1, "SAME")
+    finally:
+        tf_config.disable_op_determinism()
+    sizes = [batch for _, batch in device.attempts[1:]]
+    assert len(set(sizes)) == 1 and 9 % sizes[0] == 0  # 3 chunks of 3, never 4+4+1
+
+
+def test_uneven_chunks_without_determinism_keep_one_size_but_the_last() -> None:
+    x, k = _inputs(9)
+    with small_device(max_batch=4) as device:
+        out = tf.nn.conv2d(x, k, 1, "SAME")
+    assert [batch for _, batch in device.attempts] == [9, 4, 4, 1]
+    assert _relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
+
+
+def test_gradients_through_a_split_call_are_those_of_the_whole_call() -> None:
+    x, k = _inputs(8)
+    k = tf.Variable(k)
+
+    def grads() -> tuple[Any, Any]:
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.nn.conv2d(x, k, 1, "SAME") ** 2)
+        return tape.gradient(loss, x), tape.gradient(loss, k)
+
+    whole = grads()
+    with small_device(max_batch=3):
+        split = grads()
+    assert _relative(split[0], whole[0]) < 1e-6
+    assert _relative(split[1], whole[1]) < 1e-6
+
+
+def test_the_learned_table_is_bounded() -> None:
+    from convfix.learned import TABLE
+
+    k = tf.constant(np.ones((3, 3, 3, 4), np.float32))
+    with (
+        convfix.override(policies={"split_batch": {"max_table_size": 2}}),
+        small_device(max_batch=1),
+    ):
+        for size in (5, 6, 7):
+            tf.nn.conv2d(tf.ones([2, size, size, 3]), k, 1, "SAME")
+    assert len(TABLE) == 2
+
+
+def test_keras_predict_run_eagerly_is_split() -> None:
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3, padding="same")])
+    model.compile(run_eagerly=True)
+    x = np.random.default_rng(0).normal(size=(16, 10, 10, 3)).astype(np.float32)
+    whole = model.predict(x, batch_size=16, verbose=0)
+    with capture_events() as captured, small_device(max_batch=4) as device:
+        out = model.predict(x, batch_size=16, verbose=0)
+        ooms = device.ooms
+        again = model.predict(x, batch_size=16, verbose=0)
+        assert device.ooms == ooms  # learned: straight to chunks of 4
+    assert _relative(out, whole) < 1e-6 and _relative(again, whole) < 1e-6
+    (first, *_) = _splits(captured)
+    assert first["layer"] and first["after"]["chunk"] == 4

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.eager import record
 
 from convfix.answers import output_shape
 from convfix.call import Call
@@ -67,18 +68,49 @@ def _with_batch(shape: Any, size: Any) -> Any:
 def run_split(call: Call, chunk: int, send: Send) -> Any:
     """Run ``call`` eagerly in chunks of ``chunk`` examples and join the results.
 
-    Each chunk's input slice is made just before it runs and dropped after, so at most one
-    input slice is alive at a time; the chunk outputs are joined by one concatenation.
+    Each chunk's input slice is made just before it runs and dropped after. With no
+    gradient tape recording, each chunk's result is written into one preallocated output
+    as soon as it exists, so the peak is the output plus one chunk (a concatenation holds
+    every chunk and the output at once: twice the output; measured 250 vs 400 MiB for a
+    200 MiB output in four chunks). Under a tape the join must be differentiable: concat.
     """
     batch = batch_size(call)
     assert batch is not None, "eager inputs have a known batch size"
-    outputs = [send(slice_call(call, start, stop)) for start, stop in chunk_sizes(batch, chunk)]
-    if len(outputs) == 1:
-        return outputs[0]
+    spans = list(chunk_sizes(batch, chunk))
+    if len(spans) == 1:
+        return send(call)
+    if record.could_possibly_record():
+        parts = [send(slice_call(call, start, stop)) for start, stop in spans]
+        return _joining(tf.concat, values=parts, axis=0)
+    return _join_in_place(call, spans, batch, send)
+
+
+def _join_in_place(call: Call, spans: list[tuple[int, int]], batch: int, send: Send) -> Any:
+    output: Any = None
+    parts: list[Any] = []  # used only if this device has no in-place kernel for the dtype
+    for start, stop in spans:
+        part = send(slice_call(call, start, stop))
+        if parts:
+            parts.append(part)
+            continue
+        try:
+            if output is None:
+                shape = [batch, *part.shape[1:]]
+                output = tf.raw_ops.Empty(shape=shape, dtype=part.dtype, init=False)
+            # InplaceUpdate writes into ``output``'s own buffer: a buffer nobody else holds.
+            # (Out of memory here is like a chunk's: smaller chunks leave more room.)
+            output = tf.raw_ops.InplaceUpdate(x=output, i=tf.range(start, stop), v=part)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+            parts = [part] if output is None else [output[:start], part]
+    return _joining(tf.concat, values=parts, axis=0) if parts else output
+
+
+def _joining(op: Callable[..., Any], **arguments: Any) -> Any:
+    """A concatenation needs the whole output next to its parts, whatever their size: if
+    that does not fit, smaller chunks will not either."""
     try:
-        return tf.concat(outputs, 0)
+        return op(**arguments)
     except tf.errors.ResourceExhaustedError as error:
-        # The result alone does not fit next to its parts: smaller chunks cannot help.
         raise JoinOutOfMemory(error) from error
 
 

@@ -238,9 +238,12 @@ def _budgeted_in_graph(call: Call, chunk: int, send: Send) -> Any:
 
     x = tf.convert_to_tensor(call.input)
     whole = call.replace(input=x)
-    # The batch is known only at run time: the loop runs only when it is too large.
+    # The batch is known only at run time: the loop runs only when it is too large, or
+    # empty (no chunk runs: the empty result of the right shape, where oneDNN's kernel
+    # would answer an empty batch wrongly).
+    size = tf.shape(x)[0]
     return tf.cond(
-        tf.shape(x)[0] > chunk,
+        tf.logical_or(size > chunk, tf.equal(size, 0)),
         lambda: chunks.run_split_in_graph(whole, chunk, send),
         lambda: send(whole),
     )

@@ -254,3 +254,27 @@ def test_keras_predict_run_eagerly_is_split() -> None:
     assert _relative(out, whole) < 1e-6 and _relative(again, whole) < 1e-6
     (first, *_) = _splits(captured)
     assert first["layer"] and first["after"]["chunk"] == 4
+
+
+def test_the_in_place_join_is_bit_identical_to_concatenation() -> None:
+    x, k = _inputs(9)
+    with small_device(max_batch=4):
+        in_place = tf.nn.conv2d(x, k, 1, "SAME")  # no tape: written into one buffer
+        reset()
+        with tf.GradientTape() as tape:  # a tape: concatenated, differentiable
+            tape.watch(x)
+            concatenated = tf.nn.conv2d(x, k, 1, "SAME")
+    assert np.array_equal(in_place, concatenated)
+
+
+def test_split_transposes_adjust_their_output_shape_per_chunk() -> None:
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(5, 6, 6, 4)).astype(np.float32))
+    k = tf.constant(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
+    for output_shape in ([5, 12, 12, 2], tf.constant([5, 12, 12, 2])):
+        whole = tf.nn.conv2d_transpose(x, k, output_shape, 2, "SAME")
+        reset()
+        with small_device(max_batch=2) as device:
+            split = tf.nn.conv2d_transpose(x, k, output_shape, 2, "SAME")
+        assert device.ooms >= 1
+        assert _relative(split, whole) < 1e-6

@@ -1,0 +1,140 @@
+"""[policies.split_batch] max_batch_bytes: split over-budget calls before they run, in
+graph mode (where no OOM can be caught) and eagerly alike."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import convfix
+from convfix.chunks import estimate_bytes
+from convfix.testing import capture_events, reset
+
+tf = pytest.importorskip("tensorflow")
+
+# x[8,16,16,3] * k[3,3,3,4], SAME: per example 3,072 B in + 4,096 B out + 27,648 B im2col.
+PER_EXAMPLE = (16 * 16 * 3 + 16 * 16 * 4 + 16 * 16 * 27) * 4
+BUDGET = {"split_batch": {"max_batch_bytes": 2 * PER_EXAMPLE}}  # two examples a chunk
+
+
+@pytest.fixture(autouse=True)
+def _forget() -> Iterator[None]:
+    reset()
+    yield
+    reset()
+
+
+def _inputs() -> tuple[Any, Any]:
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(size=(8, 16, 16, 3)).astype(np.float32))
+    k = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+    return x, k
+
+
+def _relative(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _budget_events(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in captured if e.get("reason") == "over_memory_budget"]
+
+
+def test_the_estimate_is_input_output_and_workspace() -> None:
+    x, k = _inputs()
+    from convfix.call import Binder
+    from convfix.ops import V2_SPECS
+    from tests.integration.conftest import unpatched
+
+    original = unpatched(tf.nn.conv2d)
+    call = Binder(V2_SPECS["conv2d"], original).bind((x, k, 1, "SAME"), {})
+    assert estimate_bytes(call) == (8 * PER_EXAMPLE, PER_EXAMPLE)
+
+
+def test_an_eager_call_over_budget_runs_in_chunks() -> None:
+    x, k = _inputs()
+    whole = tf.nn.conv2d(x, k, 1, "SAME")
+    with convfix.override(policies=BUDGET), capture_events() as captured:
+        out = tf.nn.conv2d(x, k, 1, "SAME")
+    assert _relative(out, whole) < 1e-6
+    (event,) = _budget_events(captured)
+    assert event["after"] == {"chunk": 2, "chunks": 4} and event["graph"] is False
+    assert event["before"]["estimated_bytes"] == 8 * PER_EXAMPLE
+
+
+def test_a_call_within_budget_is_untouched() -> None:
+    x, k = _inputs()
+    roomy = {"split_batch": {"max_batch_bytes": 8 * PER_EXAMPLE}}
+    whole = tf.nn.conv2d(x, k, 1, "SAME")
+    with convfix.override(policies=roomy), capture_events() as captured:
+        out = tf.nn.conv2d(x, k, 1, "SAME")
+    assert np.array_equal(out, whole) and captured == []
+
+
+def test_a_traced_call_with_a_known_batch_is_split_in_the_graph() -> None:
+    x, k = _inputs()
+    whole = tf.nn.conv2d(x, k, 1, "SAME")
+    with convfix.override(policies=BUDGET), capture_events() as captured:
+        step = tf.function(lambda v: tf.nn.conv2d(v, k, 1, "SAME"))
+        out = step(x)
+        graph = step.get_concrete_function(x).graph
+    assert _relative(out, whole) < 1e-6
+    assert [op.type for op in graph.get_operations()].count("Conv2D") == 4
+    (event,) = _budget_events(captured)
+    assert event["graph"] is True
+
+
+def test_a_traced_call_with_an_unknown_batch_loops_over_chunks() -> None:
+    x, k = _inputs()
+    spec = tf.TensorSpec([None, 16, 16, 3], tf.float32)
+    with convfix.override(policies=BUDGET):
+        step = tf.function(lambda v: tf.nn.conv2d(v, k, 1, "SAME"), input_signature=[spec])
+        for batch in (8, 5, 2, 1, 0):  # one trace, every batch size
+            out = step(x[:batch])
+            assert out.shape == (batch, 16, 16, 4)
+            if batch:
+                assert _relative(out, tf.nn.conv2d(x[:batch], k, 1, "SAME")) < 1e-6
+    assert step.experimental_get_tracing_count() == 1
+
+
+def test_gradients_through_a_budgeted_graph_are_the_whole_calls() -> None:
+    x, k = _inputs()
+    k = tf.Variable(k)
+    spec = tf.TensorSpec([None, 16, 16, 3], tf.float32)
+
+    def loss(v: Any) -> Any:
+        return tf.reduce_sum(tf.nn.conv2d(v, k, 1, "SAME") ** 2)
+
+    def grads(fn: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = fn(x)
+        return tape.gradient(value, [x, k])
+
+    whole = grads(loss)
+    with convfix.override(policies=BUDGET):
+        split = grads(tf.function(loss, input_signature=[spec]))
+    for a, b in zip(split, whole):
+        assert _relative(a, b) < 1e-6
+
+
+def test_keras_fit_under_a_budget_trains_like_without() -> None:
+    keras = pytest.importorskip("keras")
+    data = np.random.default_rng(0).normal(size=(16, 16, 16, 3)).astype(np.float32)
+    target = np.random.default_rng(1).normal(size=(16, 16, 16, 4)).astype(np.float32)
+
+    def trained(policies: dict[str, Any] | None) -> Any:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, padding="same")]
+        )
+        model.compile(optimizer="sgd", loss="mse")
+        with convfix.override(policies=policies or {}):
+            model.fit(data, target, batch_size=8, epochs=2, verbose=0)
+        return model.get_weights()[0]
+
+    plain, budgeted = trained(None), trained(BUDGET)
+    assert _relative(budgeted, plain) < 1e-5

@@ -43,6 +43,8 @@ _NAMES: dict[str | bytes, str] = {
     **{op.encode(): op for op in _KERNELS},
 }
 
+_JOINS = ("ConcatV2", b"ConcatV2")  # limited by max_join_bytes
+
 # TensorFlow's own text (stream_executor's cuDNN convolution), the error convfix exists for.
 CUDNN_MESSAGE = (
     "Failed to get convolution algorithm. This is probably because cuDNN failed to "
@@ -62,6 +64,7 @@ class SmallDevice:
     max_bytes: int | None = None
     device: tuple[str, int | None] | None = None  # (type, index); None index = any
     dnn_failure: bool = False
+    max_join_bytes: int | None = None
     attempts: list[tuple[str, int]] = field(default_factory=list)
     """(op type, batch) of every kernel on the device, run or refused, in order."""
     ooms: int = 0
@@ -89,6 +92,7 @@ def small_device(
     max_bytes: int | None = None,
     device: str | None = None,
     dnn_failure: bool = False,
+    max_join_bytes: int | None = None,
 ) -> Iterator[SmallDevice]:
     """Make eager convolution kernels fail as on a small GPU, beneath every Python layer.
 
@@ -104,6 +108,9 @@ def small_device(
     placement), but the scope names GPU:0: that is how a GPU is simulated. None = any.
     ``dnn_failure``: kernels raise ``tf.errors.UnknownError`` with cuDNN's "Failed to get
     convolution algorithm" message instead of running.
+    ``max_join_bytes``: a concatenation (ConcatV2, how the results of a split batch are
+    joined) whose inputs plus output exceed it runs out of memory too; it is not recorded
+    in ``attempts``, but counted in ``ooms``.
 
     Errors are raised as TensorFlow's C layer raises them, so TensorFlow's own Python turns
     them into the usual exception, message suffix (" [Op:Conv2D] name: ") included.
@@ -114,13 +121,18 @@ def small_device(
             tf.nn.conv2d(x, k, 1, "SAME")  # ResourceExhaustedError when x has batch > 4
         dev.attempts, dev.ooms, dev.dnn_failures
     """
-    for name, limit in (("max_batch", max_batch), ("max_bytes", max_bytes)):
+    limits = (
+        ("max_batch", max_batch),
+        ("max_bytes", max_bytes),
+        ("max_join_bytes", max_join_bytes),
+    )
+    for name, limit in limits:
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise ValueError(f"small_device: {name} must be a non-negative int, not {limit!r}")
     from tensorflow.python import pywrap_tfe
 
     wanted = None if device is None else _placement(device)[:2]  # fails early on a typo
-    dev = SmallDevice(max_batch, max_bytes, wanted, dnn_failure)
+    dev = SmallDevice(max_batch, max_bytes, wanted, dnn_failure, max_join_bytes)
     with _install_lock:
         if _installed:
             raise RuntimeError("small_device blocks do not nest: leave the active one first")
@@ -146,6 +158,8 @@ def _hooks(
     def fast(*args: Any) -> Any:  # (ctx, op_name, name, *inputs, *attr name/value pairs)
         op = _NAMES.get(args[1])
         if op is None:
+            if args[1] in _JOINS and dev.max_join_bytes is not None:
+                return join(args[0].device_name, args[3], lambda: fast_execute(*args), True)
             return fast_execute(*args)
         count = _KERNELS[op][0]
         inputs, attrs = args[3 : 3 + count], args[3 + count :]
@@ -154,8 +168,33 @@ def _hooks(
     def slow(*args: Any) -> Any:  # (ctx handle, device name, op_name, inputs, attrs, outputs)
         op = _NAMES.get(args[2])
         if op is None:
+            if args[2] in _JOINS and dev.max_join_bytes is not None:
+                return join(args[1], args[3][:-1], lambda: execute(*args), False)
             return execute(*args)
         return run(op, args[1], args[3], args[4], lambda: execute(*args), False)
+
+    def join(scope: str | None, values: Any, kernel: Callable[[], Any], fast_path: bool) -> Any:
+        place = scope or next((v.device for v in values if getattr(v, "device", "")), "")
+        kind, index, full = _placement(place or "/CPU:0")
+        if dev.device is not None and (
+            dev.device[0] != kind or dev.device[1] not in (None, index or 0)
+        ):
+            return kernel()
+        result = kernel()
+        output = result[0] if isinstance(result, (list, tuple)) else result
+        assert dev.max_join_bytes is not None
+        if sum(map(_nbytes, (*values, output))) <= dev.max_join_bytes:
+            return result
+        with dev._lock:
+            dev.ooms += 1
+        allocator = "cpu" if kind == "CPU" else f"{kind}_{index or 0}_bfc"
+        text = f"OOM when allocating tensor with {_described(output)} on {full}"
+        text += f" by allocator {allocator}"
+        del result, output
+        text = f"{{{{function_node __wrapped__ConcatV2_device_{full}}}}} {text} [Op:ConcatV2]"
+        if fast_path:
+            raise core._NotOkStatusException(text, _RESOURCE_EXHAUSTED, {})
+        raise errors.exception_type_from_error_code(_RESOURCE_EXHAUSTED)(None, None, text)
 
     def run(
         op: str,

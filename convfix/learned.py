@@ -30,6 +30,7 @@ class Learned:
     (None: where the call asked), and when to try a larger chunk or the own device again."""
 
     chunk: int | None = None
+    in_place: bool = False  # join the chunks in place: a concatenation did not fit
     device: str | None = None
     reason: str | None = None  # why the device was needed (out_of_memory, dnn_init_failed)
     successes: int = 0  # calls run as learned since the last change

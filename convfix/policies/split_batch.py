@@ -17,7 +17,9 @@ from __future__ import annotations
 import gc
 import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
+
+from tensorflow.python.eager import record
 
 from convfix import chunks
 from convfix.call import Call
@@ -93,8 +95,8 @@ class SplitBatchPolicy:
 
     def recover(self, attempt: Attempt, reason: str, error: Exception) -> Recovered:
         """Split the failed call until it fits; GaveUp when it cannot."""
-        batch = chunks.batch_size(attempt.call)
-        return self._shrink(attempt, batch or 0, batch or 0, error, time.perf_counter(), 1)
+        batch = chunks.batch_size(attempt.call) or 0
+        return self._shrink(attempt, batch, _Try(batch, False), error, time.perf_counter(), 1)
 
     def run_learned(self, attempt: Attempt, entry: Learned) -> Recovered | None:
         """Run a call whose signature has a learned chunk; None: it fits whole, run it so."""
@@ -105,7 +107,7 @@ class SplitBatchPolicy:
         if entry.grow_after and entry.successes >= entry.grow_after:
             larger = self._step(batch, math.ceil(entry.chunk / self.settings.factor))
             try:
-                result = self._run(attempt, larger, batch)
+                result = self._run(attempt, _Try(larger, entry.in_place), batch)
             except Exception as error:
                 if classify(error) != "out_of_memory" and not isinstance(
                     error, chunks.JoinOutOfMemory
@@ -116,68 +118,80 @@ class SplitBatchPolicy:
                 attempts = 2
             else:
                 entry.chunk, entry.successes = larger, 0
-                return self._record(attempt, batch, larger, 1, started, learned=True, grew=True,
-                                    result=result)  # fmt: skip
+                done = _Try(larger, entry.in_place)
+                return self._record(attempt, batch, done, 1, started, result, grew=True)
+        learned = _Try(entry.chunk, entry.in_place)
         try:
-            result = self._run(attempt, entry.chunk, batch)
-        except chunks.JoinOutOfMemory as failure:
-            raise GaveUp(failure.error, attempts) from failure
+            result = self._run(attempt, learned, batch)
+        except chunks.JoinOutOfMemory as failure:  # memory got tighter: join in place
+            return self._shrink(attempt, batch, learned, failure.error, started, attempts, True)
         except Exception as error:
             if classify(error) != "out_of_memory":
                 raise
             # Memory got tighter since: shrink from the learned chunk on.
-            return self._shrink(attempt, batch, entry.chunk, error, started, attempts + 1)
+            return self._shrink(attempt, batch, learned, error, started, attempts)
         if attempts == 1:  # a call that paid for a failed grow-back starts the wait afresh
             entry.successes += 1
-        return self._record(attempt, batch, entry.chunk, attempts, started, learned=True,
-                            result=result)  # fmt: skip
+        return self._record(attempt, batch, learned, attempts, started, result)
 
     def _shrink(
         self,
         attempt: Attempt,
         batch: int,
-        failed: int,
+        failed: _Try,
         error: Exception,
         started: float,
         attempts: int,
+        join_failed: bool = False,
     ) -> Recovered:
+        """Smaller chunks until one size fits. A concatenation that did not fit is tried
+        again with the same chunks joined in place (it needs the output only once)."""
         settings = self.settings
-        chunk = failed
+        current = failed
         for _ in range(settings.max_retries):
-            smaller = self._step(batch, math.floor(chunk * settings.factor))
-            if smaller >= chunk or smaller < settings.min_chunk:
-                break
-            chunk = smaller
+            if join_failed:
+                if current.in_place or record.could_possibly_record():
+                    break  # in place already, or a tape needs the differentiable concat
+                current = _Try(current.chunk, True)
+            else:
+                smaller = self._step(batch, math.floor(current.chunk * settings.factor))
+                if smaller >= current.chunk or smaller < settings.min_chunk:
+                    break
+                current = _Try(smaller, current.in_place)
+            join_failed = False
             if settings.gc:
-                gc.collect()  # tensors of the failed attempt are freed only when collected
+                # Tensors the failed attempt left in reference cycles (its traceback's
+                # frames) are freed only when collected. They are young: collecting the two
+                # young generations takes < 1 ms, a full collection ~300 ms with TF loaded.
+                gc.collect(1)
             attempts += 1
             try:
-                result = self._run(attempt, chunk, batch)
-            except chunks.JoinOutOfMemory as failure:  # smaller chunks would not help
-                raise GaveUp(error, attempts) from failure
+                result = self._run(attempt, current, batch)
+            except chunks.JoinOutOfMemory:
+                join_failed = True
+                continue
             except Exception as failure:
                 if classify(failure) != "out_of_memory":
                     raise GaveUp(error, attempts) from failure
                 continue
-            self._learn(attempt, chunk)
-            return self._record(attempt, batch, chunk, attempts, started, learned=False,
-                                result=result)  # fmt: skip
+            self._learn(attempt, current)
+            return self._record(attempt, batch, current, attempts, started, result, fresh=True)
         raise GaveUp(error, attempts)
 
     def _step(self, batch: int, wanted: int) -> int:
         size = min(batch, max(self.settings.min_chunk, wanted))
         return chunks.even_chunk(batch, size) if op_determinism() else size
 
-    def _run(self, attempt: Attempt, chunk: int, batch: int) -> Any:
-        if chunk >= batch:
+    def _run(self, attempt: Attempt, split: _Try, batch: int) -> Any:
+        if split.chunk >= batch:
             return attempt.send(attempt.call)
-        return chunks.run_split(attempt.call, chunk, attempt.send)
+        return chunks.run_split(attempt.call, split.chunk, attempt.send, split.in_place)
 
-    def _learn(self, attempt: Attempt, chunk: int) -> None:
+    def _learn(self, attempt: Attempt, split: _Try) -> None:
         if attempt.key is None:
             return
         entry = TABLE.get(attempt.key) or Learned()
-        entry.chunk, entry.successes = chunk, 0
+        entry.chunk, entry.in_place, entry.successes = split.chunk, split.in_place, 0
         entry.grow_after = entry.grow_after or self.settings.grow_back_after
         TABLE.put(attempt.key, entry, self.settings.max_table_size)
 
@@ -185,39 +199,48 @@ class SplitBatchPolicy:
         self,
         attempt: Attempt,
         batch: int,
-        chunk: int,
+        split: _Try,
         attempts: int,
         started: float,
-        learned: bool,
+        result: Any,
         grew: bool = False,
-        result: Any = None,
+        fresh: bool = False,
     ) -> Recovered:
         return Recovered(
             result,
             "split_batch",
             {"batch": batch},
-            {"chunk": chunk, "chunks": math.ceil(batch / chunk)},
+            {"chunk": split.chunk, "chunks": math.ceil(batch / split.chunk)},
             {
                 "attempts": attempts,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
-                "learned": learned,
+                "learned": not fresh,
                 "grew_back": grew,
-                "peak_bytes_estimate": peak_estimate(attempt.call, batch, chunk),
+                "join": "in_place" if split.in_place else "concat",
+                "peak_bytes_estimate": peak_estimate(attempt.call, batch, split),
             },
         )
 
 
-def peak_estimate(call: Call, batch: int, chunk: int) -> int | None:
-    """Bytes alive at the split call's peak: the chunk outputs and their concatenation
-    (each the size of the whole output), plus one chunk's input and workspace."""
+class _Try(NamedTuple):
+    """One way to run the batch: chunks of ``chunk``, joined in place or concatenated."""
+
+    chunk: int
+    in_place: bool
+
+
+def peak_estimate(call: Call, batch: int, split: _Try) -> int | None:
+    """Bytes a split call holds at its peak besides its input: a concatenation holds every
+    chunk's output and the joined output (twice the output), an in-place join the output
+    and one chunk's; plus one chunk's input slice and workspace."""
     estimate = chunks.estimate_bytes(call)
-    if estimate is None:
+    output = chunks.output_bytes_per_example(call)
+    if estimate is None or output is None:
         return None
     _, per_example = estimate
-    output = chunks.output_bytes_per_example(call)
-    if output is None:
-        return None
-    return 2 * output * batch + (per_example - output) * min(chunk, batch)
+    chunk = min(split.chunk, batch)
+    joined = output * (batch + chunk) if split.in_place else 2 * output * batch
+    return joined + (per_example - output) * chunk
 
 
 def op_determinism() -> bool:

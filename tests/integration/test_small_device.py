@@ -231,3 +231,14 @@ def test_importing_convfix_testing_does_not_import_tensorflow() -> None:
     done = run_python("import sys, convfix.testing; print('tensorflow' in sys.modules)")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
+
+
+def test_max_join_bytes_limits_concatenations_only() -> None:
+    parts = [tf.ones([4, 8]), tf.ones([4, 8])]  # 256 B in, 256 B out
+    with small_device(max_join_bytes=511) as dev:
+        with pytest.raises(tf.errors.ResourceExhaustedError, match=r"shape\[8,8\].*ConcatV2"):
+            tf.concat(parts, 0)
+        assert tf.add(parts[0], parts[1]).shape == (4, 8)  # other ops pass through
+        assert dev.ooms == 1 and dev.attempts == []
+    with small_device(max_join_bytes=512):
+        assert np.array_equal(tf.concat(parts, 0), np.ones([8, 8]))

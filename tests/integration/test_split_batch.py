@@ -256,15 +256,52 @@ def test_keras_predict_run_eagerly_is_split() -> None:
     assert first["layer"] and first["after"]["chunk"] == 4
 
 
+def _join_limit(batch: int) -> int:
+    # A concatenation of x[batch,12,12,3] * k's outputs holds its parts and the output:
+    # 2 * batch * 12 * 12 * 4 floats. One byte less does not fit.
+    return 2 * batch * 12 * 12 * 4 * 4 - 1
+
+
+def test_a_join_that_does_not_fit_is_done_in_place() -> None:
+    x, k = _inputs(9)
+    whole = tf.nn.conv2d(x, k, 1, "SAME")
+    with (
+        capture_events() as captured,
+        small_device(max_batch=4, max_join_bytes=_join_limit(9)) as device,
+    ):
+        out = tf.nn.conv2d(x, k, 1, "SAME")
+        ooms = device.ooms
+        again = tf.nn.conv2d(x, k, 1, "SAME")
+        assert device.ooms == ooms  # learned: straight to the in-place join
+    assert _relative(out, whole) < 1e-6 and np.array_equal(out, again)
+    first, second = _splits(captured)
+    assert first["join"] == "in_place" and first["attempts"] == 3  # whole, concat, in place
+    assert first["after"] == {"chunk": 4, "chunks": 3}
+    assert second["learned"] and second["attempts"] == 1
+
+
 def test_the_in_place_join_is_bit_identical_to_concatenation() -> None:
     x, k = _inputs(9)
+    with small_device(max_batch=4, max_join_bytes=_join_limit(9)):
+        in_place = tf.nn.conv2d(x, k, 1, "SAME")
+    reset()
     with small_device(max_batch=4):
-        in_place = tf.nn.conv2d(x, k, 1, "SAME")  # no tape: written into one buffer
-        reset()
-        with tf.GradientTape() as tape:  # a tape: concatenated, differentiable
-            tape.watch(x)
-            concatenated = tf.nn.conv2d(x, k, 1, "SAME")
+        concatenated = tf.nn.conv2d(x, k, 1, "SAME")
     assert np.array_equal(in_place, concatenated)
+
+
+def test_under_a_tape_a_join_that_does_not_fit_gives_up() -> None:
+    # The in-place op has no gradient: a recorded call must concatenate, or fail.
+    x, k = _inputs(9)
+    settings = {"device_fallback": "off"}
+    with (
+        convfix.override(policies=settings),
+        small_device(max_batch=4, max_join_bytes=_join_limit(9)),
+        tf.GradientTape() as tape,
+    ):
+        tape.watch(x)
+        with pytest.raises(tf.errors.ResourceExhaustedError, match=r"shape\[9,12,12,4\]"):
+            tf.nn.conv2d(x, k, 1, "SAME")
 
 
 def test_split_transposes_adjust_their_output_shape_per_chunk() -> None:

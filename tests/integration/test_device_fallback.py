@@ -241,3 +241,46 @@ def test_a_real_oom_in_strict_mode_is_tensorflows_error_untouched() -> None:
     assert "OOM when allocating tensor with shape[16,128,128,64]" in result["outcome"]
     (event,) = [e for e in result["events"] if e.get("policy") == "split_batch"]
     assert event["event"] == "convfix.warning" and event["mode"] == "strict"
+
+
+# -- through Keras (predict, run_eagerly=True) ---------------------------------------------
+
+
+def _keras_model() -> Any:
+    keras = pytest.importorskip("keras")
+    model = keras.Sequential([keras.Input((10, 10, 3)), keras.layers.Conv2D(4, 3, padding="same")])
+    model.compile(run_eagerly=True)
+    return model
+
+
+def test_keras_predict_falls_back_from_a_failing_cudnn() -> None:
+    model = _keras_model()
+    data = np.random.default_rng(5).normal(size=(8, 10, 10, 3)).astype(np.float32)
+    expected = model.predict(data, batch_size=8, verbose=0)
+    with (
+        capture_events() as captured,
+        small_device(device="GPU:0", dnn_failure=True) as gpu,
+        tf.device("/GPU:0"),
+    ):
+        out = model.predict(data, batch_size=8, verbose=0)
+        model.predict(data, batch_size=8, verbose=0)
+    assert np.array_equal(out, expected)
+    assert gpu.dnn_failures == 1  # the second predict went to the CPU directly
+    (event, *_) = _fallbacks(captured)
+    assert event["layer"] and event["reason"] == "dnn_init_failed"
+
+
+def test_keras_predict_at_min_chunk_falls_back() -> None:
+    model = _keras_model()
+    data = np.random.default_rng(6).normal(size=(8, 10, 10, 3)).astype(np.float32)
+    expected = model.predict(data, batch_size=8, verbose=0)
+    with (
+        convfix.override(policies={"split_batch": {"min_chunk": 4}}),
+        capture_events() as captured,
+        small_device(max_batch=2, device="GPU:0") as gpu,
+        tf.device("/GPU:0"),
+    ):
+        out = model.predict(data, batch_size=8, verbose=0)
+    assert [size for _, size in gpu.attempts] == [8, 4]
+    assert np.allclose(out, expected, atol=1e-6)
+    assert [e["policy"] for e in captured if e.get("policy")] == ["split_batch", "device_fallback"]

@@ -217,7 +217,7 @@ class SplitBatchPolicy:
                 "learned": not fresh,
                 "grew_back": grew,
                 "join": "in_place" if split.in_place else "concat",
-                "peak_bytes_estimate": peak_estimate(attempt.call, batch, split),
+                "peak_bytes_estimate": peak_estimate(attempt, batch, split),
             },
         )
 
@@ -229,18 +229,35 @@ class _Try(NamedTuple):
     in_place: bool
 
 
-def peak_estimate(call: Call, batch: int, split: _Try) -> int | None:
+def peak_estimate(attempt: Attempt, batch: int, split: _Try) -> int | None:
     """Bytes a split call holds at its peak besides its input: a concatenation holds every
     chunk's output and the joined output (twice the output), an in-place join the output
     and one chunk's; plus one chunk's input slice and workspace."""
-    estimate = chunks.estimate_bytes(call)
-    output = chunks.output_bytes_per_example(call)
-    if estimate is None or output is None:
+    sizes = _bytes_per_example(attempt)
+    if sizes is None:
         return None
-    _, per_example = estimate
+    per_example, output = sizes
     chunk = min(split.chunk, batch)
     joined = output * (batch + chunk) if split.in_place else 2 * output * batch
     return joined + (per_example - output) * chunk
+
+
+_sizes: dict[Any, tuple[int, int] | None] = {}  # by signature: shape arithmetic, once
+
+
+def _bytes_per_example(attempt: Attempt) -> tuple[int, int] | None:
+    """(all bytes, output bytes) per example, remembered per signature: a learned call
+    pays for its event's estimate once, not on every call."""
+    if attempt.key is not None and attempt.key in _sizes:
+        return _sizes[attempt.key]
+    estimate = chunks.estimate_bytes(attempt.call)
+    output = chunks.output_bytes_per_example(attempt.call)
+    sizes = None if estimate is None or output is None else (estimate[1], output)
+    if attempt.key is not None:
+        if len(_sizes) >= 1024:
+            _sizes.clear()
+        _sizes[attempt.key] = sizes
+    return sizes
 
 
 def op_determinism() -> bool:

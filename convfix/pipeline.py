@@ -77,9 +77,11 @@ class _Run:
         return recovery.send(call, self.target.send_one, dispatch, call.layer, self.learned)
 
     def learned(self) -> None:
-        """A recovery was remembered: later calls with this filter take the slow path,
-        where it is replayed, rather than failing in TensorFlow first."""
-        self.target.filters.flag(self.call.filter)
+        """A recovery was remembered: later calls with inputs like this one take the slow
+        path, where it is replayed, rather than failing in TensorFlow first."""
+        dims = static_shape(self.call.input)
+        if dims:
+            self.target.filters.route(tuple(dims[1:]))
 
     def mode(self, problem: Problem) -> str:
         if problem.owner == "guard":  # always on: its answers do not depend on a policy

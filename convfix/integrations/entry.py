@@ -57,7 +57,7 @@ class FilterShapes:
     change (unknown dimensions) are not remembered.
     """
 
-    __slots__ = ("_caps", "_entries", "flagged")
+    __slots__ = ("_caps", "_entries", "flagged", "routed")
     limit = 512
 
     def __init__(self, caps: Capabilities) -> None:
@@ -67,6 +67,10 @@ class FilterShapes:
         # replay table answers them without waiting for TensorFlow to refuse first. (An id
         # reused by a new filter only sends that filter the slow way: slower, still right.)
         self.flagged: set[int] = set()
+        # Per-example input shapes (the input's dims after the batch) for which recovery
+        # learned something (a chunk size, a device): calls with them take the slow path,
+        # where the learned table is read, whatever their filter object is.
+        self.routed: set[tuple[int | None, ...]] = set()
 
     @property
     def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...]]]:
@@ -77,6 +81,12 @@ class FilterShapes:
         if len(self.flagged) >= self.limit:
             self.flagged.clear()
         self.flagged.add(id(value))
+
+    def route(self, input_dims: tuple[int | None, ...]) -> None:
+        """Recovery learned something for inputs of these per-example dims."""
+        if len(self.routed) >= self.limit:
+            self.routed.clear()
+        self.routed.add(input_dims)
 
     def learn(self, value: Any) -> tuple[int, ...] | None:
         if type(value) not in self._caps.filter_types:
@@ -122,6 +132,7 @@ def make_fast_check(
     learn = filters.learn
     direct = caps.direct_filter_types
     flagged = filters.flagged
+    routed = filters.routed
     # Without oneDNN nothing aborts and a SAME call cannot come back wrongly shaped: a wrong
     # rank, dtype or padding name makes TensorFlow raise, and recovery repairs it then. So
     # a SAME call on that build needs only its input's type checked.
@@ -136,6 +147,8 @@ def make_fast_check(
         f: Any = args[f_pos] if n > f_pos else kwargs.get(f_name)
         if flagged and id(f) in flagged:
             return False  # repaired before: the replay table knows this call
+        if routed and x.shape._dims[1:] in routed:
+            return False  # ran out of memory before: recovery knows its chunk size
         padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)
         if lean and padding == "SAME":
             return True

@@ -122,6 +122,7 @@ def forget() -> None:
     for target in _targets:
         target.replays.clear()
         target.filters.flagged.clear()
+        target.filters.routed.clear()
 
 
 def _user_references(wrappers: dict[int, Callable[..., Any]]) -> list[Patched]:

@@ -315,3 +315,23 @@ def test_split_transposes_adjust_their_output_shape_per_chunk() -> None:
             split = tf.nn.conv2d_transpose(x, k, output_shape, 2, "SAME")
         assert device.ooms >= 1
         assert _relative(split, whole) < 1e-6
+
+
+def test_a_filter_made_anew_each_call_still_goes_straight_to_the_learned_chunk() -> None:
+    x, k = _inputs(8)
+    with small_device(max_batch=3) as device:
+        tf.nn.conv2d(x, k * 1.0, 1, "SAME")
+        ooms = device.ooms
+        for _ in range(3):
+            tf.nn.conv2d(x, k * 1.0, 1, "SAME")  # a new filter tensor every call
+        assert device.ooms == ooms
+
+
+def test_only_inputs_of_the_learned_shape_leave_the_fast_path() -> None:
+    from convfix.integrations import tensorflow as tf_integration
+
+    x, k = _inputs(8)
+    with small_device(max_batch=3):
+        tf.nn.conv2d(x, k, 1, "SAME")
+    (filters,) = {t.filters for t in tf_integration._targets}
+    assert filters.routed == {(12, 12, 3)}

@@ -128,6 +128,13 @@ with convfix.override(policies={"split_batch": {"grow_back_after": 0}}):
     elif how == "hand":
         used, _ = peak(lambda: tf.concat([tf.nn.conv2d(x[i:i + 16], k, 1, "SAME")
                                           for i in range(0, 64, 16)], 0))
+    elif how.startswith("graph"):  # tf.function, whole or under a budget of 1/4 the call
+        # ~2.25 MiB per example (input, output, im2col estimate): chunks of 17
+        budget = {"max_batch_bytes": 40 * 2**20} if how == "graph_budget" else {}
+        with convfix.override(policies={"split_batch": budget}):
+            step = tf.function(lambda v: tf.nn.conv2d(v, k, 1, "SAME"))
+            step(x)  # trace
+            used, _ = peak(lambda: step(x))
     else:  # "convfix": concatenation fits; "in_place": it does not (join in place)
         join_limit = 2 * 64 * 2**20 - 1 if how == "in_place" else None
         with small_device(max_batch=16, max_join_bytes=join_limit):
@@ -141,13 +148,15 @@ def peak_memory(options: Options) -> Result:
     """Peak extra resident memory of the whole call, convfix's split and the hand loop."""
     if not os.path.exists("/proc/self/clear_refs"):
         return Result("peak memory of a split call", "no /proc (Linux only)", "reported", True)
-    peaks = {how: _child_peak(how) for how in ("whole", "convfix", "in_place", "hand")}
+    ways = ("whole", "convfix", "in_place", "hand", "graph_whole", "graph_budget")
+    peaks = {how: _child_peak(how) for how in ways}
     mib = {how: used / 2**20 for how, used in peaks.items()}
     return Result(
         question="peak memory, output 64 MiB in 4 chunks",
         measured=(
             f"whole {mib['whole']:.0f}, split: concat {mib['convfix']:.0f} / in place "
-            f"{mib['in_place']:.0f}, hand loop {mib['hand']:.0f} (MiB)"
+            f"{mib['in_place']:.0f}, hand loop {mib['hand']:.0f}; tf.function: whole "
+            f"{mib['graph_whole']:.0f}, max_batch_bytes {mib['graph_budget']:.0f} (MiB)"
         ),
         goal="in place < concat",
         passed=peaks["in_place"] < peaks["convfix"],

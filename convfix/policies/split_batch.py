@@ -85,7 +85,7 @@ class SplitBatchPolicy:
 
         def run(send: Send) -> Any:
             if call.graph:
-                return _budgeted_in_graph(call, chunk, send)
+                return chunks.run_split_in_graph(call, chunk, send)
             return chunks.run_split(call, chunk, send)
 
         after = {"chunk": chunk, "chunks": None if batch is None else math.ceil(batch / chunk)}
@@ -268,25 +268,6 @@ def op_determinism() -> bool:
         return bool(tf_config.is_op_determinism_enabled())
     except Exception:  # an older or newer TensorFlow without it: assume it may be on
         return True
-
-
-def _budgeted_in_graph(call: Call, chunk: int, send: Send) -> Any:
-    batch = chunks.batch_size(call)
-    if batch is not None:
-        return chunks.run_split_in_graph(call, chunk, send)
-    import tensorflow as tf  # only a traced call with an unknown batch gets here
-
-    x = tf.convert_to_tensor(call.input)
-    whole = call.replace(input=x)
-    # The batch is known only at run time: the loop runs only when it is too large, or
-    # empty (no chunk runs: the empty result of the right shape, where oneDNN's kernel
-    # would answer an empty batch wrongly).
-    size = tf.shape(x)[0]
-    return tf.cond(
-        tf.logical_or(size > chunk, tf.equal(size, 0)),
-        lambda: chunks.run_split_in_graph(whole, chunk, send),
-        lambda: send(whole),
-    )
 
 
 def _mib(size: int) -> str:

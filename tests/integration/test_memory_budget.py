@@ -82,9 +82,11 @@ def test_a_traced_call_with_a_known_batch_is_split_in_the_graph() -> None:
         out = step(x)
         graph = step.get_concrete_function(x).graph
     assert _relative(out, whole) < 1e-6
-    assert [op.type for op in graph.get_operations()].count("Conv2D") == 4
+    ops = [op.type for op in graph.get_operations()]
+    assert "Conv2D" not in ops  # the convolution runs inside the loop, a chunk at a time
+    assert {"While", "StatelessWhile"} & set(ops)
     (event,) = _budget_events(captured)
-    assert event["graph"] is True
+    assert event["graph"] is True and event["after"] == {"chunk": 2, "chunks": 4}
 
 
 def test_a_traced_call_with_an_unknown_batch_loops_over_chunks() -> None:
@@ -138,3 +140,37 @@ def test_keras_fit_under_a_budget_trains_like_without() -> None:
 
     plain, budgeted = trained(None), trained(BUDGET)
     assert _relative(budgeted, plain) < 1e-5
+
+
+def test_second_order_gradients_through_a_budgeted_graph() -> None:
+    x, k = _inputs()
+    k = tf.Variable(k)
+    spec = tf.TensorSpec([None, 16, 16, 3], tf.float32)
+
+    def penalty(v: Any) -> Any:  # a gradient penalty, as in WGAN-GP
+        with tf.GradientTape() as inner:
+            inner.watch(v)
+            y = tf.reduce_sum(tf.nn.conv2d(v, k, 1, "SAME") ** 2)
+        return tf.reduce_sum(inner.gradient(y, v) ** 2)
+
+    def outer(fn: Any) -> Any:
+        with tf.GradientTape() as tape:
+            value = fn(x)
+        return tape.gradient(value, k)
+
+    whole = outer(penalty)
+    with convfix.override(policies=BUDGET):
+        split = outer(tf.function(penalty, input_signature=[spec]))
+    assert _relative(split, whole) < 1e-5
+
+
+def test_transposes_split_in_the_graph_too() -> None:
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(6, 8, 8, 4)).astype(np.float32))
+    k = tf.constant(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
+    whole = tf.nn.conv2d_transpose(x, k, [6, 16, 16, 2], 2, "SAME")
+    tiny = {"split_batch": {"max_batch_bytes": 20_000}}
+    with convfix.override(policies=tiny), capture_events() as captured:
+        out = tf.function(lambda v: tf.nn.conv2d_transpose(v, k, [6, 16, 16, 2], 2, "SAME"))(x)
+    assert _budget_events(captured), "the budget did not split the transpose"
+    assert _relative(out, whole) < 1e-6

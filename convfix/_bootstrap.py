@@ -88,6 +88,10 @@ def _patch_tensorflow(module: ModuleType) -> None:
             component="tensorflow",
             version=version,
         )
+    if state.config().gpu.memory_growth:  # also when re-patched with a new config
+        from convfix import gpu
+
+        gpu.apply_memory_growth(module)
     if tf_integration.is_patched():
         return
     done = tf_integration.patch_tensorflow()
@@ -99,10 +103,6 @@ def _patch_tensorflow(module: ModuleType) -> None:
             version=version,
         )
         return
-    if state.config().gpu.memory_growth:
-        from convfix import gpu
-
-        gpu.apply_memory_growth(module)
     caps = tf_integration.caps
     events.emit(
         events.PATCHED,

@@ -103,7 +103,8 @@ def small_device(
     The batch is the kernel's: dilated tf.nn.convolution / depthwise_conv2d run
     SpaceToBatchND first, so their kernel's batch is the batch times the dilations' product.
     ``device`` ("GPU:0", "/device:CPU:1", ...): limit only kernels placed there: the
-    eager device scope (``with tf.device(...)``), else the first input's device. On a
+    eager device scope (``with tf.device(...)``), else TensorFlow's default placement (the
+    first GPU if there is one, else the CPU; not the inputs' device). On a
     CPU-only machine ``with tf.device("/GPU:0")`` still runs ops, on /CPU:0 (soft
     placement), but the scope names GPU:0: that is how a GPU is simulated. None = any.
     ``dnn_failure``: kernels raise ``tf.errors.UnknownError`` with cuDNN's "Failed to get
@@ -174,7 +175,7 @@ def _hooks(
         return run(op, args[1], args[3], args[4], lambda: execute(*args), False)
 
     def join(scope: str | None, values: Any, kernel: Callable[[], Any], fast_path: bool) -> Any:
-        place = scope or next((v.device for v in values if getattr(v, "device", "")), "")
+        place = scope or _default_device()
         kind, index, full = _placement(place or "/CPU:0")
         if dev.device is not None and (
             dev.device[0] != kind or dev.device[1] not in (None, index or 0)
@@ -204,8 +205,7 @@ def _hooks(
         kernel: Callable[[], Any],
         fast_path: bool,
     ) -> Any:
-        devices = (getattr(x, "device", None) for x in inputs)  # numpy 2 arrays say "cpu"
-        place = scope or next((d for d in devices if d and isinstance(d, str)), "")
+        place = scope or _default_device()
         kind, index, full = _placement(place or "/CPU:0")
         index = index or 0
         if dev.device is not None and (dev.device[0] != kind or dev.device[1] not in (None, index)):
@@ -232,6 +232,15 @@ def _hooks(
         raise errors.exception_type_from_error_code(code)(None, None, text)
 
     return fast, slow
+
+
+@functools.lru_cache(maxsize=1)
+def _default_device() -> str:
+    """Where TensorFlow places an eager op outside any ``tf.device`` scope: the first GPU
+    when there is one (whatever device its inputs live on), else the CPU."""
+    from tensorflow.python.eager import context
+
+    return "/GPU:0" if context.context().list_logical_devices("GPU") else "/CPU:0"
 
 
 @functools.lru_cache(maxsize=64)

@@ -58,9 +58,14 @@ def slice_call(call: Call, start: Any, stop: Any) -> Call:
 
 
 def _with_batch(shape: Any, size: Any) -> Any:
-    if isinstance(shape, (list, tuple)) and not isinstance(size, tf.Tensor):
-        return type(shape)([size, *shape[1:]])
-    shape = tf.convert_to_tensor(shape)
+    """``output_shape`` with its batch replaced: a list of ints stays a list (NumPy arrays
+    and TensorShapes become one: TF wants int32, NumPy's default is int64); a tensor, or a
+    size known only at run time, gives an int32 tensor."""
+    if not isinstance(shape, tf.Tensor):
+        values = [int(v) for v in shape]
+        if not isinstance(size, tf.Tensor):
+            return [int(size), *values[1:]]
+        shape = tf.constant(values, tf.int32)
     head = tf.reshape(tf.cast(size, shape.dtype), [1])
     return tf.concat([head, shape[1:]], 0)
 
@@ -143,7 +148,9 @@ def run_split_in_graph(call: Call, chunk: int, send: Send) -> Any:
     x_shape = static_shape(x) or []
     batch = x_shape[0] if x_shape else None
     per_example = _output_per_example(call, x_shape) if len(x_shape) > 1 else None
-    if per_example is None:
+    if per_example is None or _compiling_with_xla():
+        # XLA has no InplaceUpdate kernel; it assigns buffers itself, and writes a
+        # TensorArray in place (dynamic-update-slice) anyway.
         return _loop_concatenating(call, chunk, send)
     names = [n for n in (call.filter_name, call.spec.pointwise_param) if n]
     weights = [tf.convert_to_tensor(call.arguments[n]) for n in names]
@@ -199,7 +206,8 @@ def run_split_in_graph(call: Call, chunk: int, send: Send) -> Any:
                 sums = [a + b for a, b in zip(dws, grads[1:])]
                 return i + 1, dx.write(i, grads[0]), sums
 
-            dx = tf.TensorArray(x.dtype, size=count, infer_shape=False)
+            element = tf.TensorShape([None, *x.shape[1:]])  # an empty batch concatenates too
+            dx = tf.TensorArray(x.dtype, size=count, infer_shape=False, element_shape=element)
             zeros = [tf.zeros_like(w) for w in weights]
             _, dx, dws = tf.while_loop(
                 lambda i, *_: i < count,
@@ -216,6 +224,18 @@ def run_split_in_graph(call: Call, chunk: int, send: Send) -> Any:
     out = split(x, *weights)
     out.set_shape([batch, *per_example])
     return out
+
+
+def _compiling_with_xla() -> bool:
+    """Whether the graph being traced is compiled by XLA (tf.function(jit_compile=True),
+    which Keras picks on GPU machines): TensorFlow marks it with an XLA context."""
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+    except Exception:  # a TensorFlow without it: the portable loop is always safe
+        return True
 
 
 def _loop_concatenating(call: Call, chunk: int, send: Send) -> Any:
@@ -278,11 +298,12 @@ def output_bytes_per_example(call: Call) -> int | None:
 def _output_per_example(call: Call, x_shape: list[int | None]) -> list[int] | None:
     if call.spec.kind == "transpose":
         wanted = call.arguments.get("output_shape")
-        shape = static_shape(wanted) if not isinstance(wanted, (list, tuple)) else None
-        if isinstance(wanted, (list, tuple)):
-            return [int(v) for v in wanted[1:]]
-        value = tf.get_static_value(wanted) if shape is not None else None
-        return None if value is None else [int(v) for v in value[1:]]
+        if isinstance(wanted, tf.Tensor):
+            wanted = tf.get_static_value(wanted)
+        try:
+            return [int(v) for v in wanted[1:]]  # type: ignore[index]
+        except (TypeError, ValueError):  # unknown until run time
+            return None
     out = output_shape(call, [1, *x_shape[1:]])
     return None if out is None else out[1:]
 

@@ -10,6 +10,8 @@ used first out, so a workload of ever-changing shapes cannot grow it without lim
 
 from __future__ import annotations
 
+import functools
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -74,13 +76,28 @@ TABLE = LearnedTable()
 """The process-wide table (eager calls only: a traced call is never retried)."""
 
 
-def device_of(call: Call) -> str:
-    """Where an eager call runs: the ``tf.device`` scope in force, else its input's device,
-    as ``TYPE:index`` ("GPU:0"); "" when neither says."""
+def device_of(error: BaseException | None = None) -> str:
+    """Where an eager convolution runs, as ``TYPE:index`` ("GPU:0"): the device TensorFlow's
+    error names, else the ``tf.device`` scope in force, else TensorFlow's default placement
+    (the first GPU if there is one, whatever device the input lives on)."""
+    if error is not None:
+        found = _ERROR_DEVICE.search(str(error))
+        if found:
+            return f"{found.group(1).upper()}:{found.group(2)}"
     from tensorflow.python.eager import context
 
-    name = context.context().device_name or getattr(call.input, "device", "") or ""
-    return canonical_device(name)
+    scope = context.context().device_name
+    return canonical_device(scope) if scope else _default_device()
+
+
+# TF's eager error framing names the device: "{{function_node __wrapped__Conv2D_device_
+# /job:localhost/replica:0/task:0/device:GPU:0}} ...", "... on /job:.../device:GPU:0 by ..."
+_ERROR_DEVICE = re.compile(r"/device:([A-Za-z_]+):(\d+)")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_device() -> str:
+    return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
 
 
 def canonical_device(name: str) -> str:
@@ -122,7 +139,11 @@ def signature(call: Call, device: str) -> Key | None:
 
 
 def static_shape_value(value: Any) -> list[int] | None:
-    if isinstance(value, (list, tuple)):
+    """A transpose's ``output_shape`` as ints (list, tuple, NumPy, TensorShape, tensor);
+    None when it is known only at run time."""
+    if isinstance(value, tf.Tensor):
+        value = tf.get_static_value(value)
+    try:
         return [int(v) for v in value]
-    known = tf.get_static_value(value)
-    return None if known is None else [int(v) for v in known]
+    except (TypeError, ValueError):
+        return None

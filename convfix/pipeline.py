@@ -67,14 +67,20 @@ class _Run:
             raise self.tf_error
         return self.target.original(*self.args, **self.kwargs)
 
-    def send(self, call: Call | None = None, dispatch: Callable[[], Any] | None = None) -> Any:
+    def send(
+        self,
+        call: Call | None = None,
+        dispatch: Callable[[], Any] | None = None,
+        tried: int | None = None,
+    ) -> Any:
         """Run ``call`` (default: the call as made) on TensorFlow: eagerly through
-        recovery, which knows what out-of-memory or cuDNN failures taught it."""
+        recovery, which knows what out-of-memory or cuDNN failures taught it. ``tried``:
+        ``dispatch`` runs the call in chunks of that size (a budget's)."""
         call = call or self.call
         dispatch = dispatch or self.original
         if call.graph:
             return dispatch()
-        return recovery.send(call, self.target.send_one, dispatch, call.layer, self.learned)
+        return recovery.send(call, self.target.send_one, dispatch, call.layer, self.learned, tried)
 
     def learned(self) -> None:
         """A recovery was remembered: later calls with inputs like this one take the slow
@@ -281,14 +287,16 @@ def _repair_and_run(
 def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], safe: bool) -> Any:
     if not repairs:
         return _checked(run, run.call, run.send)
-    runner = next((r.run for _, r in repairs if r.run is not None), None)
+    runner = next((r for _, r in repairs if r.run is not None), None)
     send_one = run.target.send_one
-    if runner is None:
+    tried = None
+    if runner is None or runner.run is None:
         dispatch: Callable[[], Any] = functools.partial(send_one, current)
     else:  # a repair runs the call its own way (split_batch's chunks)
-        dispatch = functools.partial(runner, send_one)
+        dispatch = functools.partial(runner.run, send_one)
+        tried = runner.after.get("chunk")
     try:
-        result = _checked(run, current, lambda: run.send(current, dispatch))
+        result = _checked(run, current, lambda: run.send(current, dispatch, tried))
     except Exception as error:
         for problem, repair in repairs:
             _record(
@@ -337,7 +345,7 @@ def _answer_empty(
 
 def _raise_strict(run: _Run, problems: list[Problem]) -> None:
     message = strict_message(run.call, problems, run.policies)
-    if any(p.unsafe for p in problems):
+    if any(p.unsafe or not p.probe for p in problems):
         raise ConvFixError(message)
     try:  # TensorFlow answers this call itself: chain its own error to ours
         run.original()

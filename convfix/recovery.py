@@ -55,10 +55,12 @@ def send(
     dispatch: Callable[[], Any],
     layer: str | None,
     learned: Callable[[], None],
+    tried: int | None = None,
 ) -> Any:
     """Dispatch an eager call the way its signature learned to run, else as made; recover
     from an error a recovery policy claims. ``learned`` is told when a recovery was
-    remembered, so that later calls like this one come here instead of failing first."""
+    remembered, so that later calls like this one come here instead of failing first.
+    ``tried``: the dispatch already runs the call in chunks of this size."""
     if len(TABLE):
         try:
             known = _run_learned(call, send_call, layer)
@@ -74,7 +76,7 @@ def send(
     except Exception as error:
         if classify(error) is None:
             raise
-        return recover(call, send_call, error, layer, learned)
+        return recover(call, send_call, error, layer, learned, tried)
 
 
 def recover(
@@ -83,6 +85,7 @@ def recover(
     error: Exception,
     layer: str | None,
     learned: Callable[[], None],
+    tried: int | None = None,
 ) -> Any:
     """``error`` came from TensorFlow running ``call``: recover, or re-raise it."""
     kind = classify(error)
@@ -90,7 +93,7 @@ def recover(
         raise error
     config = state.config()
     try:
-        attempt = _attempt(call, send_call)
+        attempt = _attempt(call, send_call, error, tried)
         policies = _policies(config)
     except Exception as bug:
         _internal_error(bug)
@@ -102,8 +105,10 @@ def recover(
             if outcome is not None:
                 learned()
                 return outcome[0]
-        elif mode != "off":  # warn or strict: say what would have happened, change nothing
-            _warn(attempt, "split_batch", kind, mode, policies.split.explain(kind), layer)
+            # The chunks never fitted: another device is the last resort.
+        else:  # warn or strict: say what would have happened; off: nothing. TF's error.
+            if mode != "off":
+                _warn(attempt, "split_batch", kind, mode, policies.split.explain(kind), layer)
             raise error
     result = _fall_back(attempt, kind, error, config, layer)
     learned()
@@ -175,9 +180,11 @@ def _run_learned(call: Call, send_call: Send, layer: str | None) -> tuple[Any] |
     return (recovered.result,)
 
 
-def _attempt(call: Call, send_call: Send) -> Attempt:
-    device = device_of(call)
-    return Attempt(call, send_call, device, signature(call, device))
+def _attempt(
+    call: Call, send_call: Send, error: Exception | None = None, tried: int | None = None
+) -> Attempt:
+    device = device_of(error)
+    return Attempt(call, send_call, device, signature(call, device), tried)
 
 
 def _log_recovered(

@@ -24,6 +24,9 @@ class Problem:
     hazard: Hazard
     message: str  # names the argument, its shape or dtype, and what would be valid
     before: Mapping[str, Any] = field(default_factory=dict)
+    # Strict mode may run the call to chain TensorFlow's own error: not one over a memory
+    # budget, which is what the budget is there to prevent.
+    probe: bool = True
 
     @property
     def unsafe(self) -> bool:

@@ -26,6 +26,7 @@ class Attempt:
     send: Send  # runs one call on TensorFlow, without recovery
     device: str  # where it runs ("GPU:0"), "" when unknown
     key: Key | None  # its signature in the learned table (None: not learnable)
+    tried: int | None = None  # a chunk size already tried and failed (a budget's), if any
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,7 @@ class SplitBatchPolicy:
                 "bytes_per_example": per_example,
                 "max_batch_bytes": budget,
             },
+            probe=False,
         )
 
     def describe(self, call: Call, problem: Problem) -> str:
@@ -86,7 +87,12 @@ class SplitBatchPolicy:
         def run(send: Send) -> Any:
             if call.graph:
                 return chunks.run_split_in_graph(call, chunk, send)
-            return chunks.run_split(call, chunk, send)
+            try:
+                return chunks.run_split(call, chunk, send)
+            except chunks.JoinOutOfMemory as failure:
+                if record.could_possibly_record():
+                    raise failure.error from None  # recovery takes it from here
+                return chunks.run_split(call, chunk, send, in_place=True)
 
         after = {"chunk": chunk, "chunks": None if batch is None else math.ceil(batch / chunk)}
         return Repair(call, "split_batch", after, run=run)
@@ -96,7 +102,8 @@ class SplitBatchPolicy:
     def recover(self, attempt: Attempt, reason: str, error: Exception) -> Recovered:
         """Split the failed call until it fits; GaveUp when it cannot."""
         batch = chunks.batch_size(attempt.call) or 0
-        return self._shrink(attempt, batch, _Try(batch, False), error, time.perf_counter(), 1)
+        failed = min(batch, attempt.tried or batch)  # a budget's chunks failed: smaller ones
+        return self._shrink(attempt, batch, _Try(failed, False), error, time.perf_counter(), 1)
 
     def run_learned(self, attempt: Attempt, entry: Learned) -> Recovered | None:
         """Run a call whose signature has a learned chunk; None: it fits whole, run it so."""
@@ -104,8 +111,10 @@ class SplitBatchPolicy:
         if entry.chunk is None or batch is None or batch <= entry.chunk:
             return None
         started, attempts = time.perf_counter(), 1
-        if entry.grow_after and entry.successes >= entry.grow_after:
-            larger = self._step(batch, math.ceil(entry.chunk / self.settings.factor))
+        ceiling = self._budget_chunk(attempt, batch)
+        if entry.grow_after and entry.successes >= entry.grow_after and entry.chunk < ceiling:
+            grown = min(ceiling, math.ceil(entry.chunk / self.settings.factor))
+            larger = self._step(batch, grown)
             try:
                 result = self._run(attempt, _Try(larger, entry.in_place), batch)
             except Exception as error:
@@ -120,7 +129,8 @@ class SplitBatchPolicy:
                 entry.chunk, entry.successes = larger, 0
                 done = _Try(larger, entry.in_place)
                 return self._record(attempt, batch, done, 1, started, result, grew=True)
-        learned = _Try(entry.chunk, entry.in_place)
+        chunk = chunks.even_chunk(batch, entry.chunk) if op_determinism() else entry.chunk
+        learned = _Try(chunk, entry.in_place)
         try:
             result = self._run(attempt, learned, batch)
         except chunks.JoinOutOfMemory as failure:  # memory got tighter: join in place
@@ -177,6 +187,15 @@ class SplitBatchPolicy:
             self._learn(attempt, current)
             return self._record(attempt, batch, current, attempts, started, result, fresh=True)
         raise GaveUp(error, attempts)
+
+    def _budget_chunk(self, attempt: Attempt, batch: int) -> int:
+        """The largest chunk ``max_batch_bytes`` allows (the batch when no budget is set):
+        growing back must not climb over the budget."""
+        budget = self.settings.max_batch_bytes
+        sizes = _bytes_per_example(attempt) if budget is not None else None
+        if budget is None or sizes is None:
+            return batch
+        return max(self.settings.min_chunk, budget // max(sizes[0], 1))
 
     def _step(self, batch: int, wanted: int) -> int:
         size = min(batch, max(self.settings.min_chunk, wanted))

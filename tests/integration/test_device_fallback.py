@@ -157,9 +157,12 @@ os._exit(0)  # never let TensorFlow initialise the simulated GPU
 """
 
 
-def _growth_run(tmp_path: Any, init: bool) -> tuple[Any, list[dict[str, Any]]]:
+def _growth_run(
+    tmp_path: Any, init: bool, activate: str = "import convfix.auto"
+) -> tuple[Any, list[dict[str, Any]]]:
     (tmp_path / "convfix.toml").write_text("[gpu]\nmemory_growth = true\n")
-    out = run_python(_FAKE_GPU.replace("INIT", str(init)), cwd=str(tmp_path))
+    code = _FAKE_GPU.replace("INIT", str(init)).replace("import convfix.auto", activate)
+    out = run_python(code, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     growth = [e for e in lines if e.get("event") == "convfix.gpu_memory_growth"]
@@ -170,6 +173,16 @@ def test_memory_growth_is_turned_on_before_tensorflow_initialises_the_gpus(tmp_p
     enabled, (event,) = _growth_run(tmp_path, init=False)
     assert enabled is True
     assert event["applied"] == ["/physical_device:GPU:0"] and event["level"] == "info"
+
+
+def test_memory_growth_is_applied_when_patched_again_with_a_config(tmp_path: Any) -> None:
+    # convfix.auto found no config (cwd elsewhere), then the program patches with one.
+    here = str(tmp_path)
+    activate = (
+        f"os.chdir('/'); import convfix.auto; os.chdir({here!r}); convfix.patch('convfix.toml')"
+    )
+    enabled, (event,) = _growth_run(tmp_path, init=False, activate="import convfix\n" + activate)
+    assert enabled is True and event["applied"] == ["/physical_device:GPU:0"]
 
 
 def test_memory_growth_too_late_says_so_and_what_to_do(tmp_path: Any) -> None:

@@ -335,3 +335,42 @@ def test_only_inputs_of_the_learned_shape_leave_the_fast_path() -> None:
         tf.nn.conv2d(x, k, 1, "SAME")
     (filters,) = {t.filters for t in tf_integration._targets}
     assert filters.routed == {(12, 12, 3)}
+
+
+def test_under_determinism_a_learned_chunk_divides_other_batches_evenly() -> None:
+    from tensorflow.python.framework import config as tf_config
+
+    k = _inputs(8)[1]
+    tf_config.enable_op_determinism()
+    try:
+        with small_device(max_batch=3) as device:
+            tf.nn.conv2d(_inputs(8)[0], k, 1, "SAME")  # learns chunk 2
+            del device.attempts[:]
+            tf.nn.conv2d(_inputs(9)[0], k, 1, "SAME")
+    finally:
+        tf_config.disable_op_determinism()
+    sizes = [batch for _, batch in device.attempts]
+    assert len(set(sizes)) == 1 and 9 % sizes[0] == 0
+
+
+def test_split_off_leaves_an_out_of_memory_on_its_device() -> None:
+    x, k = _inputs(8)
+    with (
+        convfix.override(policies={"split_batch": "off"}),
+        capture_events() as captured,
+        small_device(max_batch=3, device="GPU:0"),
+        tf.device("/GPU:0"),
+        pytest.raises(tf.errors.ResourceExhaustedError),
+    ):
+        tf.nn.conv2d(x, k, 1, "SAME")
+    assert captured == []
+
+
+def test_a_numpy_output_shape_is_split_too() -> None:
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(5, 6, 6, 4)).astype(np.float32))
+    k = tf.constant(rng.normal(size=(3, 3, 2, 4)).astype(np.float32))
+    whole = tf.nn.conv2d_transpose(x, k, [5, 12, 12, 2], 2, "SAME")
+    with small_device(max_batch=2):
+        split = tf.nn.conv2d_transpose(x, k, np.array([5, 12, 12, 2]), 2, "SAME")
+    assert _relative(split, whole) < 1e-6

@@ -28,6 +28,16 @@ def _fresh_counts() -> Iterator[None]:
     events.reset()
 
 
+@pytest.fixture
+def forget_learned() -> Iterator[None]:
+    """The test starts with nothing learned: no chunk sizes, devices or repairs."""
+    from convfix.testing import reset
+
+    reset()
+    yield
+    reset()
+
+
 def unpatched(function: Callable[..., Any]) -> Callable[..., Any]:
     """TensorFlow's own function behind a convfix wrapper."""
     return getattr(function, MARK, function)

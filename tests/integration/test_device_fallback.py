@@ -10,32 +10,23 @@ devices, in a subprocess that never initialises its devices (documented in the R
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
 import convfix
-from convfix.testing import capture_events, reset, small_device
+from convfix.testing import capture_events, small_device
 from convfix.tf_errors import DNN_MESSAGE_PATTERNS, classify
+from tests.integration.recovery_support import conv_operands
 from tests.subproc import run_python
 
 tf = pytest.importorskip("tensorflow")
-
-
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures("forget_learned")
 
 
 def _inputs() -> tuple[Any, Any]:
-    rng = np.random.default_rng(7)
-    x = tf.constant(rng.normal(size=(6, 10, 10, 3)).astype(np.float32))
-    k = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
-    return x, k
+    return conv_operands(6, 10, seed=7)
 
 
 def _fallbacks(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:

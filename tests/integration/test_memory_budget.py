@@ -3,7 +3,6 @@ graph mode (where no OOM can be caught) and eagerly alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -11,32 +10,19 @@ import pytest
 
 import convfix
 from convfix.chunks import estimate_bytes
-from convfix.testing import capture_events, reset
+from convfix.testing import capture_events
+from tests.integration.recovery_support import conv_operands, relative
 
 tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.usefixtures("forget_learned")
 
 # x[8,16,16,3] * k[3,3,3,4], SAME: per example 3,072 B in + 4,096 B out + 27,648 B im2col.
 PER_EXAMPLE = (16 * 16 * 3 + 16 * 16 * 4 + 16 * 16 * 27) * 4
 BUDGET = {"split_batch": {"max_batch_bytes": 2 * PER_EXAMPLE}}  # two examples a chunk
 
 
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    reset()
-    yield
-    reset()
-
-
 def _inputs() -> tuple[Any, Any]:
-    rng = np.random.default_rng(11)
-    x = tf.constant(rng.normal(size=(8, 16, 16, 3)).astype(np.float32))
-    k = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
-    return x, k
-
-
-def _relative(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    return conv_operands(8, 16, seed=11)
 
 
 def _budget_events(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -59,7 +45,7 @@ def test_an_eager_call_over_budget_runs_in_chunks() -> None:
     whole = tf.nn.conv2d(x, k, 1, "SAME")
     with convfix.override(policies=BUDGET), capture_events() as captured:
         out = tf.nn.conv2d(x, k, 1, "SAME")
-    assert _relative(out, whole) < 1e-6
+    assert relative(out, whole) < 1e-6
     (event,) = _budget_events(captured)
     assert event["after"] == {"chunk": 2, "chunks": 4} and event["graph"] is False
     assert event["before"]["estimated_bytes"] == 8 * PER_EXAMPLE
@@ -81,7 +67,7 @@ def test_a_traced_call_with_a_known_batch_is_split_in_the_graph() -> None:
         step = tf.function(lambda v: tf.nn.conv2d(v, k, 1, "SAME"))
         out = step(x)
         graph = step.get_concrete_function(x).graph
-    assert _relative(out, whole) < 1e-6
+    assert relative(out, whole) < 1e-6
     ops = [op.type for op in graph.get_operations()]
     assert "Conv2D" not in ops  # the convolution runs inside the loop, a chunk at a time
     assert {"While", "StatelessWhile"} & set(ops)
@@ -98,7 +84,7 @@ def test_a_traced_call_with_an_unknown_batch_loops_over_chunks() -> None:
             out = step(x[:batch])
             assert out.shape == (batch, 16, 16, 4)
             if batch:
-                assert _relative(out, tf.nn.conv2d(x[:batch], k, 1, "SAME")) < 1e-6
+                assert relative(out, tf.nn.conv2d(x[:batch], k, 1, "SAME")) < 1e-6
     assert step.experimental_get_tracing_count() == 1
     (event,) = [e for e in _budget_events(captured) if e["graph"]]
     assert event["before"]["batch"] is None
@@ -123,7 +109,7 @@ def test_gradients_through_a_budgeted_graph_are_the_whole_calls() -> None:
         split = grads(tf.function(loss, input_signature=[spec]))
     assert _budget_events(captured)
     for a, b in zip(split, whole):
-        assert _relative(a, b) < 1e-6
+        assert relative(a, b) < 1e-6
 
 
 def test_gradients_of_an_empty_batch_under_a_budget() -> None:
@@ -149,7 +135,7 @@ def test_xla_compiled_functions_split_under_a_budget(spec: Any) -> None:
         )
         out = step(x)
     assert _budget_events(captured)
-    assert _relative(out, whole) < 1e-6
+    assert relative(out, whole) < 1e-6
 
 
 def test_keras_fit_under_a_budget_trains_like_without() -> None:
@@ -171,7 +157,7 @@ def test_keras_fit_under_a_budget_trains_like_without() -> None:
     with capture_events() as captured:
         budgeted = trained(BUDGET)
     assert _budget_events(captured)
-    assert _relative(budgeted, plain) < 1e-5
+    assert relative(budgeted, plain) < 1e-5
 
 
 def test_second_order_gradients_through_a_budgeted_graph() -> None:
@@ -194,7 +180,7 @@ def test_second_order_gradients_through_a_budgeted_graph() -> None:
     with convfix.override(policies=BUDGET), capture_events() as captured:
         split = outer(tf.function(penalty, input_signature=[spec]))
     assert _budget_events(captured)
-    assert _relative(split, whole) < 1e-5
+    assert relative(split, whole) < 1e-5
 
 
 def test_transposes_split_in_the_graph_too() -> None:
@@ -206,7 +192,7 @@ def test_transposes_split_in_the_graph_too() -> None:
     with convfix.override(policies=tiny), capture_events() as captured:
         out = tf.function(lambda v: tf.nn.conv2d_transpose(v, k, [6, 16, 16, 2], 2, "SAME"))(x)
     assert _budget_events(captured), "the budget did not split the transpose"
-    assert _relative(out, whole) < 1e-6
+    assert relative(out, whole) < 1e-6
 
 
 @pytest.mark.parametrize("kind", ["numpy", "tensorshape"])
@@ -220,7 +206,7 @@ def test_transpose_output_shapes_of_any_kind_are_budgeted(kind: str) -> None:
     with convfix.override(policies=tiny), capture_events() as captured:
         out = tf.nn.conv2d_transpose(x, k, shape, 2, "SAME")
     assert _budget_events(captured)
-    assert _relative(out, whole) < 1e-6
+    assert relative(out, whole) < 1e-6
 
 
 def test_strict_mode_refuses_an_over_budget_call_without_running_it() -> None:
@@ -247,7 +233,7 @@ def test_a_budgeted_call_that_still_runs_out_of_memory_shrinks_below_the_budget(
     ):
         out = tf.nn.conv2d(x, k, 1, "SAME")
     assert [size for _, size in device.attempts][:2] == [2, 1]  # never above the budget
-    assert _relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
+    assert relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
     (split,) = [e for e in captured if e.get("reason") == "out_of_memory"]
     assert split["after"]["chunk"] == 1
 
@@ -262,7 +248,7 @@ def test_a_budgeted_call_whose_concatenation_does_not_fit_joins_in_place() -> No
         small_device(max_join_bytes=2 * output - 1) as device,
     ):
         out = tf.nn.conv2d(x, k, 1, "SAME")
-    assert _relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
+    assert relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
     assert max(size for _, size in device.attempts) == 2  # the whole batch never ran
 
 

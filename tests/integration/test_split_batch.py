@@ -6,7 +6,6 @@ from beneath every Python layer, so these calls take exactly the path a GPU's OO
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,27 +13,14 @@ import pytest
 
 import convfix
 from convfix.testing import capture_events, reset, small_device
+from tests.integration.recovery_support import conv_operands, relative
 
 tf = pytest.importorskip("tensorflow")
-
-
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    reset()
-    yield
-    reset()
+pytestmark = pytest.mark.usefixtures("forget_learned")
 
 
 def _inputs(batch: int = 8) -> tuple[Any, Any]:
-    rng = np.random.default_rng(batch)
-    x = tf.constant(rng.normal(size=(batch, 12, 12, 3)).astype(np.float32))
-    k = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
-    return x, k
-
-
-def _relative(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    return conv_operands(batch, 12)
 
 
 def _splits(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -47,7 +33,7 @@ def test_an_out_of_memory_call_is_split_and_matches_the_whole_call() -> None:
     with capture_events() as captured, small_device(max_batch=3) as device:
         out = tf.nn.conv2d(x, k, 1, "SAME")
     assert out.shape == whole.shape
-    assert _relative(out, whole) < 1e-6
+    assert relative(out, whole) < 1e-6
     assert device.ooms == 2  # the whole batch of 8, then chunks of 4
     assert [batch for _, batch in device.attempts] == [8, 4, 2, 2, 2, 2]
     (event,) = _splits(captured)
@@ -120,7 +106,7 @@ def test_a_failed_grow_back_costs_one_oom_and_doubles_the_wait() -> None:
             assert device.ooms == ooms + 1
             tf.nn.conv2d(x, k, 1, "SAME")  # now it does
             assert device.ooms == ooms + 2
-    assert _relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
+    assert relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
 
 
 def test_grow_back_off_never_tries_again() -> None:
@@ -207,7 +193,7 @@ def test_uneven_chunks_without_determinism_keep_one_size_but_the_last() -> None:
     with small_device(max_batch=4) as device:
         out = tf.nn.conv2d(x, k, 1, "SAME")
     assert [batch for _, batch in device.attempts] == [9, 4, 4, 1]
-    assert _relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
+    assert relative(out, tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6
 
 
 def test_gradients_through_a_split_call_are_those_of_the_whole_call() -> None:
@@ -223,8 +209,8 @@ def test_gradients_through_a_split_call_are_those_of_the_whole_call() -> None:
     whole = grads()
     with small_device(max_batch=3):
         split = grads()
-    assert _relative(split[0], whole[0]) < 1e-6
-    assert _relative(split[1], whole[1]) < 1e-6
+    assert relative(split[0], whole[0]) < 1e-6
+    assert relative(split[1], whole[1]) < 1e-6
 
 
 def test_the_learned_table_is_bounded() -> None:
@@ -251,7 +237,7 @@ def test_keras_predict_run_eagerly_is_split() -> None:
         ooms = device.ooms
         again = model.predict(x, batch_size=16, verbose=0)
         assert device.ooms == ooms  # learned: straight to chunks of 4
-    assert _relative(out, whole) < 1e-6 and _relative(again, whole) < 1e-6
+    assert relative(out, whole) < 1e-6 and relative(again, whole) < 1e-6
     (first, *_) = _splits(captured)
     assert first["layer"] and first["after"]["chunk"] == 4
 
@@ -273,7 +259,7 @@ def test_a_join_that_does_not_fit_is_done_in_place() -> None:
         ooms = device.ooms
         again = tf.nn.conv2d(x, k, 1, "SAME")
         assert device.ooms == ooms  # learned: straight to the in-place join
-    assert _relative(out, whole) < 1e-6 and np.array_equal(out, again)
+    assert relative(out, whole) < 1e-6 and np.array_equal(out, again)
     first, second = _splits(captured)
     assert first["join"] == "in_place" and first["attempts"] == 3  # whole, concat, in place
     assert first["after"] == {"chunk": 4, "chunks": 3}
@@ -314,7 +300,7 @@ def test_split_transposes_adjust_their_output_shape_per_chunk() -> None:
         with small_device(max_batch=2) as device:
             split = tf.nn.conv2d_transpose(x, k, output_shape, 2, "SAME")
         assert device.ooms >= 1
-        assert _relative(split, whole) < 1e-6
+        assert relative(split, whole) < 1e-6
 
 
 def test_a_filter_made_anew_each_call_still_goes_straight_to_the_learned_chunk() -> None:
@@ -373,4 +359,4 @@ def test_a_numpy_output_shape_is_split_too() -> None:
     whole = tf.nn.conv2d_transpose(x, k, [5, 12, 12, 2], 2, "SAME")
     with small_device(max_batch=2):
         split = tf.nn.conv2d_transpose(x, k, np.array([5, 12, 12, 2]), 2, "SAME")
-    assert _relative(split, whole) < 1e-6
+    assert relative(split, whole) < 1e-6

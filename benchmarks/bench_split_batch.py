@@ -57,6 +57,7 @@ def first_oom(options: Options) -> Result:
         with (
             convfix.override(policies=settings),
             capture_events() as captured,
+            tf.device("/GPU:0"),  # a simulated GPU: the CPU's own OOMs are not split
             small_device(max_batch=HOLDS) as device,
         ):
             started = time.perf_counter()
@@ -86,7 +87,11 @@ def steady_state(options: Options) -> Result:
         )
 
     plan = Plan(pairs=options.pairs_or(30, 6), calls=10, warmup=2)
-    with convfix.override(policies=NO_GROW), small_device(max_batch=HOLDS) as device:
+    with (
+        convfix.override(policies=NO_GROW),
+        tf.device("/GPU:0"),  # a simulated GPU: the CPU's own OOMs are not split
+        small_device(max_batch=HOLDS) as device,
+    ):
         tf.nn.conv2d(x, k, 1, "SAME")  # the first OOM: learns chunk 16
         ooms = device.ooms
         subject = Side("convfix", lambda v: tf.nn.conv2d(v, k, 1, "SAME"))
@@ -137,7 +142,7 @@ with convfix.override(policies={"split_batch": {"grow_back_after": 0}}):
             used, _ = peak(lambda: step(x))
     else:  # "convfix": concatenation fits; "in_place": it does not (join in place)
         join_limit = 2 * 64 * 2**20 - 1 if how == "in_place" else None
-        with small_device(max_batch=16, max_join_bytes=join_limit):
+        with tf.device("/GPU:0"), small_device(max_batch=16, max_join_bytes=join_limit):
             tf.nn.conv2d(x, k, 1, "SAME")  # learn
             used, _ = peak(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
 print(json.dumps(used))

@@ -92,6 +92,11 @@ class SplitBatchPolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=
     """Try a larger chunk again after this many successes; 0 never grows back."""
     max_table_size: Annotated[int, Meta(ge=1)] = 1024
     """How many learned chunk sizes to remember."""
+    on_cpu: bool = False
+    """Split out-of-memory errors of the CPU too. Off: on the CPU a convolution's memory
+    is mostly its output, which the chunks need as well, and TensorFlow's CPU kernels may
+    crash (SIGSEGV) when a retry's allocation outside its allocator fails, where the error
+    itself would have been clean."""
     max_batch_bytes: Annotated[int, Meta(gt=0)] | None = None
     """Split before running when a call's estimated bytes (input + output + workspace)
     exceed this, in tf.function too; unset: wait for an out-of-memory error."""

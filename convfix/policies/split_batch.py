@@ -35,6 +35,7 @@ class SplitBatchPolicy:
 
     def __init__(self, settings: SplitBatchPolicyConfig) -> None:
         self.settings = settings
+        self.on_cpu = settings.on_cpu
 
     # -- before dispatch: the memory budget -------------------------------------------
 

@@ -38,6 +38,15 @@ def forget_learned() -> Iterator[None]:
     reset()
 
 
+@pytest.fixture
+def simulated_gpu() -> Iterator[None]:
+    """The test runs under ``tf.device("/GPU:0")``: on this CPU-only machine ops still run
+    (soft placement, on the CPU) while TensorFlow names GPU:0 as their device, so a
+    ``small_device`` there is a small GPU (split_batch leaves the CPU's own OOMs alone)."""
+    with tf.device("/GPU:0"):
+        yield
+
+
 def unpatched(function: Callable[..., Any]) -> Callable[..., Any]:
     """TensorFlow's own function behind a convfix wrapper."""
     return getattr(function, MARK, function)

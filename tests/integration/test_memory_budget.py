@@ -14,7 +14,7 @@ from convfix.testing import capture_events
 from tests.integration.recovery_support import conv_operands, relative
 
 tf = pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.usefixtures("forget_learned")
+pytestmark = pytest.mark.usefixtures("forget_learned", "simulated_gpu")
 
 # x[8,16,16,3] * k[3,3,3,4], SAME: per example 3,072 B in + 4,096 B out + 27,648 B im2col.
 PER_EXAMPLE = (16 * 16 * 3 + 16 * 16 * 4 + 16 * 16 * 27) * 4

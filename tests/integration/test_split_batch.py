@@ -16,7 +16,7 @@ from convfix.testing import capture_events, reset, small_device
 from tests.integration.recovery_support import conv_operands, relative
 
 tf = pytest.importorskip("tensorflow")
-pytestmark = pytest.mark.usefixtures("forget_learned")
+pytestmark = pytest.mark.usefixtures("forget_learned", "simulated_gpu")
 
 
 def _inputs(batch: int = 8) -> tuple[Any, Any]:
@@ -360,3 +360,23 @@ def test_a_numpy_output_shape_is_split_too() -> None:
     with small_device(max_batch=2):
         split = tf.nn.conv2d_transpose(x, k, np.array([5, 12, 12, 2]), 2, "SAME")
     assert relative(split, whole) < 1e-6
+
+
+def test_the_cpus_own_out_of_memory_is_not_split_unless_asked() -> None:
+    x, k = _inputs(8)
+    with (
+        tf.device("/CPU:0"),
+        capture_events() as captured,
+        small_device(max_batch=3) as device,
+        pytest.raises(tf.errors.ResourceExhaustedError),
+    ):
+        tf.nn.conv2d(x, k, 1, "SAME")
+    assert len(device.attempts) == 1
+    (event,) = _splits(captured)
+    assert event["event"] == "convfix.warning" and "on_cpu" in event["would"]
+    with (
+        convfix.override(policies={"split_batch": {"on_cpu": True}}),
+        tf.device("/CPU:0"),
+        small_device(max_batch=3),
+    ):
+        assert relative(tf.nn.conv2d(x, k, 1, "SAME"), tf.nn.conv2d(x, k, 1, "SAME")) < 1e-6

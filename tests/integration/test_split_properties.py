@@ -30,7 +30,10 @@ from tests.integration.test_properties import (
 )
 from tests.integration.test_properties import function as tf_function
 
-pytestmark = pytest.mark.filterwarnings("ignore:When dilation rate is greater than 1")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:When dilation rate is greater than 1"),
+    pytest.mark.usefixtures("simulated_gpu"),
+]
 
 
 def _relative(a: Any, b: Any) -> float:

@@ -1,0 +1,241 @@
+"""What does convfix cost on a healthy eager tf.nn.conv2d call, counted in CPU instructions?
+
+Wall-clock ratios on a shared 2-core VM have an IQR of about +-6%, so they cannot show the 1%
+goal. Instructions retired do not depend on what else the machine is doing. Each cell runs the
+patched ``tf.nn.conv2d`` and TensorFlow's own ``conv2d_v2`` (``gen_nn_ops.conv2d`` restored
+too, as in bench_healthy_path.py) on the same inputs, oneDNN off and on, and divides the
+instructions of a segment of N calls by N; import and warm-up are never counted.
+
+Counted: every thread of the process (TensorFlow's thread pool runs the conv kernel itself), user
+code, the kernel included. With hardware counters, ``perf stat`` with a control FIFO counts only
+the segment; otherwise callgrind, instrumentation started by a client request after warm-up and
+each segment dumped per thread. callgrind also shows the calling thread alone: exact to a few
+instructions, while the pool's threads add spin-wait instructions whose amount depends on
+valgrind's serialized thread scheduling.
+
+Caveat: instructions are not time. Cache misses, the pool's wake-ups and its spinning cost or
+save time that no count shows. But the wrapper's own Python code runs on the calling thread and
+is all instructions, so the calling thread's difference is the wrapper's cost.
+
+Run: ``python benchmarks/bench_instructions.py [--quick]`` (a few minutes under valgrind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import glob
+import json
+import math
+import mmap
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+SHAPES = {"tiny": ((1, 8, 8, 3), (3, 3, 3, 4)), "typical": ((8, 32, 32, 16), (3, 3, 16, 16))}
+GOALS = {"tiny": 1.03, "typical": 1.01}
+SIDES = ("patched", "unpatched")
+WARMUP = 20
+# x86-64 valgrind client request, as valgrind.h's VALGRIND_DO_CLIENT_REQUEST_EXPR: rax = &args,
+# the four rotations of rdi (a no-op without valgrind), xchg rbx,rbx; returns rdx (0 natively).
+CLIENT_REQUEST = bytes.fromhex("4889f831d248c1c70348c1c70d48c1c73d48c1c7334887db4889d0c3")
+CALLGRIND = 0x43540000  # VG_USERREQ_TOOL_BASE('C','T'); + 1 zero, + 3 dump at, + 4 start
+Segment = tuple[str, str, int]  # shape, side, calls
+Count = tuple[float, float]  # instructions per call: all threads, the calling thread
+
+
+def child(counter: str, segments: list[Segment], ctl: list[str]) -> None:
+    """Runs in the measured process: set up, warm up, then count each segment."""
+    from _setup import BACKSTOP_CONV2D, original, prepare, unpatched
+
+    tf = prepare()
+    tf.random.set_seed(0)
+    functions = {"patched": tf.nn.conv2d, "unpatched": original(tf.nn.conv2d)}
+    if functions["patched"] is functions["unpatched"]:
+        sys.exit("convfix.patch() did not wrap tf.nn.conv2d")
+    inputs = {name: [tf.random.normal(s) for s in SHAPES[name]] for name, _, _ in segments}
+    for name, side, _ in segments:
+        with unpatched(BACKSTOP_CONV2D) if side == "unpatched" else contextlib.nullcontext():
+            for _ in range(WARMUP):
+                functions[side](*inputs[name], 1, "SAME")
+    mark = marker(counter, ctl)
+    for i, (name, side, n) in enumerate(segments):
+        fn, (x, k) = functions[side], inputs[name]
+        with unpatched(BACKSTOP_CONV2D) if side == "unpatched" else contextlib.nullcontext():
+            mark("")
+            for _ in range(n):
+                fn(x, k, 1, "SAME")
+            mark(f"seg{i}")
+
+
+def marker(counter: str, ctl: list[str]) -> Callable[[str], None]:
+    """``mark("")`` starts counting a segment, ``mark(label)`` ends it."""
+    if counter == "perf":
+        fifo, ack = open(ctl[0], "w"), open(ctl[1])  # noqa: SIM115 (perf holds both open)
+
+        def perf_mark(label: str) -> None:
+            fifo.write("disable\n" if label else "enable\n")
+            fifo.flush()
+            ack.readline()
+
+        return perf_mark
+    page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    page.write(CLIENT_REQUEST)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+    call = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)(address)
+
+    def request(code: int, arg: int = 0) -> None:
+        call(ctypes.addressof((ctypes.c_uint64 * 6)(code, arg, 0, 0, 0, 0)))
+
+    def vgdb(*command: str) -> None:
+        vgdb = ["vgdb", f"--pid={os.getpid()}", *command]
+        subprocess.run(vgdb, check=True, capture_output=True)
+
+    def callgrind_mark(label: str) -> None:
+        if not label:
+            vgdb("dump", "start")  # zero every thread (the pool idles from here on)
+            request(CALLGRIND + 1)  # and the calling thread again, after vgdb's spawn
+            return
+        text = ctypes.create_string_buffer(label.encode())
+        request(CALLGRIND + 3, ctypes.addressof(text))  # the calling thread, exactly
+        vgdb("dump", label)  # every thread: the calling one's part is vgdb's spawn, unused
+
+    request(CALLGRIND + 4)  # start instrumenting: import and warm-up ran at native speed
+    callgrind_mark.keep = page  # type: ignore[attr-defined]
+    return callgrind_mark
+
+
+def perf_works() -> bool:
+    if not shutil.which("perf"):
+        return False
+    run = subprocess.run(["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True)
+    return run.returncode == 0 and run.stderr.decode().split(",")[0].strip().isdigit()
+
+
+def measure(counter: str, onednn: str, segments: list[Segment]) -> list[Count]:
+    """Instructions per call of each segment: (all threads, calling thread or nan)."""
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with tempfile.TemporaryDirectory(prefix="convfix-instr-") as tmp:
+        ctl = [os.path.join(tmp, "ctl"), os.path.join(tmp, "ack")]
+        spec = json.dumps([counter, segments, ctl])
+        command = [sys.executable, os.path.abspath(__file__), "--child", spec]
+        if counter == "callgrind":
+            out = os.path.join(tmp, "cg.out")
+            tool = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes"]
+            command = [*tool, f"--callgrind-out-file={out}", *command]
+        else:
+            for fifo in ctl:
+                os.mkfifo(fifo)
+            perf = ["perf", "stat", "-x,", "-e", "instructions", "--delay=-1"]
+            command = [*perf, f"--control=fifo:{ctl[0]},{ctl[1]}", *command]
+        run = subprocess.run(command, env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise RuntimeError(f"{counter} child failed:\n{run.stderr[-3000:]}")
+        if counter == "perf":
+            rows = [s.split(",") for s in run.stderr.splitlines() if s.count(",") > 2]
+            value = [r[0] for r in rows if r[2].startswith("instructions")][-1]
+            return [(int(value) / segments[0][2], math.nan)]
+        totals = callgrind_totals(out)
+    mark = totals["seg0"][0]  # seg0 makes no call: it counts the marks themselves
+    cells = [(totals[f"seg{i}"], n) for i, (_, _, n) in enumerate(segments) if n]
+    return [((main - mark + pool) / n, (main - mark) / n) for (main, pool), n in cells]
+
+
+def callgrind_totals(out: str) -> dict[str, list[int]]:
+    """label -> [calling thread (client request dump), other threads (vgdb dump)]."""
+    totals: dict[str, list[int]] = {}
+    for path in glob.glob(out + ".*"):
+        with open(path) as file:
+            head = dict(
+                line.split(": ", 1) for line in file.read(2000).splitlines()[:20] if ": " in line
+            )
+        desc, thread = head.get("desc", ""), int(head.get("thread", "1"))
+        cell = totals.setdefault(desc.rsplit(" ", 1)[-1], [0, 0])  # "Request: seg3", "dump seg3"
+        if "Client Request" in desc or thread != 1:
+            cell["Client Request" not in desc] += int(head["summary"])
+    return totals
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*json.loads(args.child))
+        return 0
+    if perf_works():
+        counter = "perf"  # each segment its own process: perf counts from enable on
+    elif shutil.which("valgrind") and shutil.which("vgdb") and platform.machine() == "x86_64":
+        counter = "callgrind"
+    else:
+        print("SKIPPED: no hardware instruction counter (perf stat) and no valgrind/vgdb.")
+        return 0
+    reps = 2 if args.quick else 3
+    calls = {"tiny": 50, "typical": 5} if args.quick else {"tiny": 100, "typical": 10}
+    order = [
+        (name, side, calls[name])
+        for rep in range(reps)
+        for name in SHAPES
+        for side in (SIDES if rep % 2 == 0 else SIDES[::-1])  # ABBA: drift cancels
+    ]
+    if counter == "perf":  # one segment a process: perf counts every enable together
+        jobs = [(dnn, [segment]) for dnn in ("0", "1") for segment in order]
+    else:  # one process per oneDNN setting; seg0 measures the marks' own instructions
+        jobs = [(dnn, [("tiny", "patched", 0), *order]) for dnn in ("0", "1")]
+    print(f"counter: {counter}; repeats {reps}; calls per segment {calls}", flush=True)
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = list(pool.map(lambda job: measure(counter, *job), jobs))
+    counts: dict[tuple[str, str, str], list[Count]] = {}
+    for (dnn, segments), values in zip(jobs, done):
+        for (name, side, _), value in zip([s for s in segments if s[2]], values):
+            counts.setdefault((dnn, name, side), []).append(value)
+    print(report(counts, counter))
+    print(f"\ntotal run time {time.monotonic() - start:.0f} s")
+    return 0
+
+
+def report(counts: dict[tuple[str, str, str], list[Count]], counter: str) -> str:
+    per_thread = counter == "callgrind"
+    lines = [
+        "| question | patched instr/call | unpatched instr/call | diff/call | ratio | goal "
+        "| result | per repeat: all-thread ratio; calling-thread diff |",
+        "|" + "---|" * 8,
+    ]
+    for name in SHAPES:
+        for dnn in ("0", "1"):
+            p, u = counts[(dnn, name, "patched")], counts[(dnn, name, "unpatched")]
+            pm, um = (statistics.median(v[0] for v in side) for side in (p, u))
+            main = [a[1] - b[1] for a, b in zip(p, u)]
+            diff = statistics.median(main) if per_thread else pm - um
+            ratio, goal = 1 + diff / um, GOALS[name]
+            reps = " ".join(f"{a[0] / b[0]:.4f}" for a, b in zip(p, u))
+            if per_thread:
+                reps += "; " + " ".join(f"{d:+,.0f}" for d in main)
+            cells = [f"conv2d {name}, oneDNN {'on' if dnn == '1' else 'off'}", f"{pm:,.0f}"]
+            cells += [f"{um:,.0f}", f"{diff:+,.0f}", f"{ratio:.4f}", f"<= {goal:.2f}"]
+            cells += ["ok" if ratio <= goal else "MISSED", reps]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append(
+        "\ninstr/call: all threads, median of the repeats. "
+        + (
+            "diff/call: the calling thread's (exact; convfix runs only there), and ratio = 1 + "
+            "diff / unpatched: the pool's spin-waits make all-thread diffs noise."
+            if per_thread
+            else "diff/call and ratio: all threads (perf cannot split them)."
+        )
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -121,15 +121,15 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
     """
     try:
         from convfix.integrations import tensorflow as tf_integration
-        from convfix.integrations.entry import make_fast_check
+        from convfix.integrations.entry import FilterShapes, make_fast_check
 
-        tables = {**tf_integration.ENTRY_MODULES, GEN_NN_OPS: tf_integration.BACKSTOPS}
-        spec = tables[module_name][attribute]
+        spec = tf_integration.ENTRY_MODULES[module_name][attribute]
         module = sys.modules[module_name]
         wrapper = getattr(module, attribute)
-        if tf_integration.caps is None or original(wrapper) is wrapper:
+        caps = tf_integration.caps
+        if caps is None or original(wrapper) is wrapper:
             return None
-        fast = make_fast_check(spec, original(wrapper), tf_integration.caps)
+        fast = make_fast_check(spec, original(wrapper), caps, FilterShapes(caps))
     except Exception:  # convfix's internals moved: say "unknown" rather than fail the run
         return None
     verdicts: list[bool] = []

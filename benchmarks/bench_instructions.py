@@ -1,23 +1,23 @@
 """What does convfix cost on a healthy eager tf.nn.conv2d call, counted in CPU instructions?
 
-Wall-clock ratios on a shared 2-core VM have an IQR of about +-6%, so they cannot show the 1%
-goal. Instructions retired do not depend on what else the machine is doing. Each cell runs the
-patched ``tf.nn.conv2d`` and TensorFlow's own ``conv2d_v2`` (``gen_nn_ops.conv2d`` restored
-too, as in bench_healthy_path.py) on the same inputs, oneDNN off and on, and divides the
-instructions of a segment of N calls by N; import and warm-up are never counted.
+Wall-clock ratios on this shared 2-core VM have an IQR of about +-6%: they cannot show a 1% goal.
+Instruction counts do not depend on what else the machine runs. Segments of N calls of the
+patched ``tf.nn.conv2d`` and of TensorFlow's own ``conv2d_v2`` (``gen_nn_ops.conv2d`` restored
+too, as in bench_healthy_path.py) alternate ABBA on the same inputs, oneDNN off and on; import
+and warm-up are never counted.
 
-Counted: every thread of the process (TensorFlow's thread pool runs the conv kernel itself), user
-code, the kernel included. With hardware counters, ``perf stat`` with a control FIFO counts only
-the segment; otherwise callgrind, instrumentation started by a client request after warm-up and
-each segment dumped per thread. callgrind also shows the calling thread alone: exact to a few
-instructions, while the pool's threads add spin-wait instructions whose amount depends on
-valgrind's serialized thread scheduling.
+Counted: every thread, the pool that runs the conv kernel included. ``perf stat`` counts between
+control-FIFO enable and disable. Without hardware counters, callgrind: instrumentation starts by
+client request after warm-up, and each segment is dumped per thread. The calling thread's count
+repeats within ~100 instructions a call (~1000 when it waits on the pool); the pool's varies by
+percents, its spin-waits following valgrind's serialized scheduling. So the ratio takes the
+calling thread's diff, where all of convfix's code runs, over the all-thread unpatched count.
 
-Caveat: instructions are not time. Cache misses, the pool's wake-ups and its spinning cost or
-save time that no count shows. But the wrapper's own Python code runs on the calling thread and
-is all instructions, so the calling thread's difference is the wrapper's cost.
+Caveat: instructions are not time. Cache misses, pool wake-ups and spinning cost time no count
+shows, and other threads' instructions overlap the calling thread's. But the wrapper's own
+Python code is all instructions on the calling thread.
 
-Run: ``python benchmarks/bench_instructions.py [--quick]`` (a few minutes under valgrind).
+Run: ``python benchmarks/bench_instructions.py [--quick]`` (about 3 minutes under valgrind).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import gc
 import glob
 import json
 import math
@@ -44,16 +45,20 @@ SHAPES = {"tiny": ((1, 8, 8, 3), (3, 3, 3, 4)), "typical": ((8, 32, 32, 16), (3,
 GOALS = {"tiny": 1.03, "typical": 1.01}
 SIDES = ("patched", "unpatched")
 WARMUP = 20
-# x86-64 valgrind client request, as valgrind.h's VALGRIND_DO_CLIENT_REQUEST_EXPR: rax = &args,
-# the four rotations of rdi (a no-op without valgrind), xchg rbx,rbx; returns rdx (0 natively).
+# An x86-64 valgrind client request as valgrind.h's VALGRIND_DO_CLIENT_REQUEST_EXPR: rax = &args,
+# four rotations of rdi (a no-op natively), xchg rbx,rbx; returns rdx (0 natively).
 CLIENT_REQUEST = bytes.fromhex("4889f831d248c1c70348c1c70d48c1c73d48c1c7334887db4889d0c3")
 CALLGRIND = 0x43540000  # VG_USERREQ_TOOL_BASE('C','T'); + 1 zero, + 3 dump at, + 4 start
 Segment = tuple[str, str, int]  # shape, side, calls
-Count = tuple[float, float]  # instructions per call: all threads, the calling thread
+Count = tuple[float, float]  # instructions per call: all threads, calling thread
 
 
-def child(counter: str, segments: list[Segment], ctl: list[str]) -> None:
-    """Runs in the measured process: set up, warm up, then count each segment."""
+def child(counter: str, segments: list[Segment], ctl: list[str], depth: int = 0) -> None:
+    """The measured process: set up, warm up, then count each segment, ``depth`` Python
+    frames down (a program's stack: TF reads up to a fixed number of frames per op)."""
+    if depth > 0:
+        child(counter, segments, ctl, depth - 1)
+        return
     from _setup import BACKSTOP_CONV2D, original, prepare, unpatched
 
     tf = prepare()
@@ -62,14 +67,17 @@ def child(counter: str, segments: list[Segment], ctl: list[str]) -> None:
     if functions["patched"] is functions["unpatched"]:
         sys.exit("convfix.patch() did not wrap tf.nn.conv2d")
     inputs = {name: [tf.random.normal(s) for s in SHAPES[name]] for name, _, _ in segments}
-    for name, side, _ in segments:
+    for name, side in dict.fromkeys(tuple(s[:2]) for s in segments):  # warm-up, each kind once
         with unpatched(BACKSTOP_CONV2D) if side == "unpatched" else contextlib.nullcontext():
             for _ in range(WARMUP):
                 functions[side](*inputs[name], 1, "SAME")
+    gc.collect()
+    gc.freeze()  # TensorFlow's heap: a collection before each segment stays cheap
     mark = marker(counter, ctl)
     for i, (name, side, n) in enumerate(segments):
         fn, (x, k) = functions[side], inputs[name]
         with unpatched(BACKSTOP_CONV2D) if side == "unpatched" else contextlib.nullcontext():
+            gc.collect()  # every segment starts from the same collector state
             mark("")
             for _ in range(n):
                 fn(x, k, 1, "SAME")
@@ -89,46 +97,42 @@ def marker(counter: str, ctl: list[str]) -> Callable[[str], None]:
         return perf_mark
     page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
     page.write(CLIENT_REQUEST)
-    address = ctypes.addressof(ctypes.c_char.from_buffer(page))
-    call = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)(address)
+    call = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_void_p)(
+        ctypes.addressof(ctypes.c_char.from_buffer(page))
+    )
 
     def request(code: int, arg: int = 0) -> None:
-        call(ctypes.addressof((ctypes.c_uint64 * 6)(code, arg, 0, 0, 0, 0)))
+        args = (ctypes.c_uint64 * 6)(code, arg, 0, 0, 0, 0)  # alive until the call returns
+        call(ctypes.addressof(args))
 
     def vgdb(*command: str) -> None:
-        vgdb = ["vgdb", f"--pid={os.getpid()}", *command]
-        subprocess.run(vgdb, check=True, capture_output=True)
+        subprocess.run(["vgdb", f"--pid={os.getpid()}", *command], check=True, capture_output=True)
 
     def callgrind_mark(label: str) -> None:
         if not label:
-            vgdb("dump", "start")  # zero every thread (the pool idles from here on)
+            vgdb("dump", "start")  # zero every thread
             request(CALLGRIND + 1)  # and the calling thread again, after vgdb's spawn
             return
         text = ctypes.create_string_buffer(label.encode())
         request(CALLGRIND + 3, ctypes.addressof(text))  # the calling thread, exactly
-        vgdb("dump", label)  # every thread: the calling one's part is vgdb's spawn, unused
+        vgdb("dump", label)  # every thread; the calling one's part (vgdb's spawn) is unused
 
-    request(CALLGRIND + 4)  # start instrumenting: import and warm-up ran at native speed
-    callgrind_mark.keep = page  # type: ignore[attr-defined]
+    request(CALLGRIND + 4)  # start instrumenting: import and set-up ran at native speed
+    callgrind_mark.page = page  # type: ignore[attr-defined]  # the code must outlive the mark
     return callgrind_mark
 
 
-def perf_works() -> bool:
-    if not shutil.which("perf"):
-        return False
-    run = subprocess.run(["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True)
-    return run.returncode == 0 and run.stderr.decode().split(",")[0].strip().isdigit()
-
-
-def measure(counter: str, onednn: str, segments: list[Segment]) -> list[Count]:
-    """Instructions per call of each segment: (all threads, calling thread or nan)."""
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def measure(counter: str, onednn: str, segments: list[Segment], depth: int = 0) -> list[Count]:
+    """Instructions per call of each segment that makes calls."""
     with tempfile.TemporaryDirectory(prefix="convfix-instr-") as tmp:
-        ctl = [os.path.join(tmp, "ctl"), os.path.join(tmp, "ack")]
-        spec = json.dumps([counter, segments, ctl])
-        command = [sys.executable, os.path.abspath(__file__), "--child", spec]
+        ctl, out = [os.path.join(tmp, "ctl"), os.path.join(tmp, "ack")], os.path.join(tmp, "cg")
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            json.dumps([counter, segments, ctl, depth]),
+        ]
         if counter == "callgrind":
-            out = os.path.join(tmp, "cg.out")
             tool = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes"]
             command = [*tool, f"--callgrind-out-file={out}", *command]
         else:
@@ -136,6 +140,7 @@ def measure(counter: str, onednn: str, segments: list[Segment]) -> list[Count]:
                 os.mkfifo(fifo)
             perf = ["perf", "stat", "-x,", "-e", "instructions", "--delay=-1"]
             command = [*perf, f"--control=fifo:{ctl[0]},{ctl[1]}", *command]
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
         run = subprocess.run(command, env=env, capture_output=True, text=True)
         if run.returncode != 0:
             raise RuntimeError(f"{counter} child failed:\n{run.stderr[-3000:]}")
@@ -154,26 +159,35 @@ def callgrind_totals(out: str) -> dict[str, list[int]]:
     totals: dict[str, list[int]] = {}
     for path in glob.glob(out + ".*"):
         with open(path) as file:
-            head = dict(
-                line.split(": ", 1) for line in file.read(2000).splitlines()[:20] if ": " in line
-            )
-        desc, thread = head.get("desc", ""), int(head.get("thread", "1"))
+            lines = file.read(4000).splitlines()
+        head = dict(line.split(": ", 1) for line in lines if line.startswith(("thread", "summ")))
+        desc = next(line for line in lines if line.startswith("desc: Trigger: "))
         cell = totals.setdefault(desc.rsplit(" ", 1)[-1], [0, 0])  # "Request: seg3", "dump seg3"
-        if "Client Request" in desc or thread != 1:
-            cell["Client Request" not in desc] += int(head["summary"])
+        by_request = "Client Request" in desc
+        if by_request or head.get("thread", "1") != "1":
+            cell[not by_request] += int(head["summary"])
     return totals
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls and repeats")
+    parser.add_argument(
+        "--depth",
+        type=int,
+        default=0,
+        help="make the calls this many Python frames deep (a real program's stack)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*json.loads(args.child))
         return 0
-    if perf_works():
-        counter = "perf"  # each segment its own process: perf counts from enable on
+    probe = shutil.which("perf") and subprocess.run(
+        ["perf", "stat", "-x,", "-e", "instructions", "true"], capture_output=True, text=True
+    )
+    if probe and probe.stderr.split(",")[0].strip().isdigit():
+        counter = "perf"
     elif shutil.which("valgrind") and shutil.which("vgdb") and platform.machine() == "x86_64":
         counter = "callgrind"
     else:
@@ -181,35 +195,38 @@ def main() -> int:
         return 0
     reps = 2 if args.quick else 3
     calls = {"tiny": 50, "typical": 5} if args.quick else {"tiny": 100, "typical": 10}
+    calls = {k: v * 20 for k, v in calls.items()} if counter == "perf" else calls  # native
     order = [
         (name, side, calls[name])
         for rep in range(reps)
         for name in SHAPES
-        for side in (SIDES if rep % 2 == 0 else SIDES[::-1])  # ABBA: drift cancels
+        for side in (SIDES if rep % 2 == 0 else SIDES[::-1])  # ABBA: a drift cancels
     ]
-    if counter == "perf":  # one segment a process: perf counts every enable together
+    if counter == "perf":  # perf adds up every enabled stretch: one segment a process
         jobs = [(dnn, [segment]) for dnn in ("0", "1") for segment in order]
-    else:  # one process per oneDNN setting; seg0 measures the marks' own instructions
+    else:  # one process per oneDNN setting, its seg0 making no call
         jobs = [(dnn, [("tiny", "patched", 0), *order]) for dnn in ("0", "1")]
-    print(f"counter: {counter}; repeats {reps}; calls per segment {calls}", flush=True)
+    print(
+        f"counter: {counter}; repeats {reps}; calls per segment {calls}; depth {args.depth}",
+        flush=True,
+    )
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = list(pool.map(lambda job: measure(counter, *job), jobs))
+        done = list(pool.map(lambda job: measure(counter, *job, args.depth), jobs))
     counts: dict[tuple[str, str, str], list[Count]] = {}
     for (dnn, segments), values in zip(jobs, done):
         for (name, side, _), value in zip([s for s in segments if s[2]], values):
             counts.setdefault((dnn, name, side), []).append(value)
-    print(report(counts, counter))
+    print(report(counts, per_thread=counter == "callgrind"))
     print(f"\ntotal run time {time.monotonic() - start:.0f} s")
     return 0
 
 
-def report(counts: dict[tuple[str, str, str], list[Count]], counter: str) -> str:
-    per_thread = counter == "callgrind"
+def report(counts: dict[tuple[str, str, str], list[Count]], per_thread: bool) -> str:
     lines = [
-        "| question | patched instr/call | unpatched instr/call | diff/call | ratio | goal "
-        "| result | per repeat: all-thread ratio; calling-thread diff |",
-        "|" + "---|" * 8,
+        "| question | patched instr/call | unpatched instr/call | of which calling thread "
+        "| diff/call | ratio | goal | result | per repeat: all-thread ratio; calling-thread diff |",
+        "|" + "---|" * 9,
     ]
     for name in SHAPES:
         for dnn in ("0", "1"):
@@ -219,21 +236,14 @@ def report(counts: dict[tuple[str, str, str], list[Count]], counter: str) -> str
             diff = statistics.median(main) if per_thread else pm - um
             ratio, goal = 1 + diff / um, GOALS[name]
             reps = " ".join(f"{a[0] / b[0]:.4f}" for a, b in zip(p, u))
-            if per_thread:
-                reps += "; " + " ".join(f"{d:+,.0f}" for d in main)
+            reps += "; " + " ".join(f"{d:+,.0f}" for d in main) if per_thread else ""
             cells = [f"conv2d {name}, oneDNN {'on' if dnn == '1' else 'off'}", f"{pm:,.0f}"]
-            cells += [f"{um:,.0f}", f"{diff:+,.0f}", f"{ratio:.4f}", f"<= {goal:.2f}"]
+            calling = f"{statistics.median(v[1] for v in u):,.0f}" if per_thread else "-"
+            cells += [f"{um:,.0f}", calling, f"{diff:+,.0f}", f"{ratio:.4f}", f"<= {goal:.2f}"]
             cells += ["ok" if ratio <= goal else "MISSED", reps]
             lines.append("| " + " | ".join(cells) + " |")
-    lines.append(
-        "\ninstr/call: all threads, median of the repeats. "
-        + (
-            "diff/call: the calling thread's (exact; convfix runs only there), and ratio = 1 + "
-            "diff / unpatched: the pool's spin-waits make all-thread diffs noise."
-            if per_thread
-            else "diff/call and ratio: all threads (perf cannot split them)."
-        )
-    )
+    how = "the calling thread's (convfix runs there)" if per_thread else "all threads'"
+    lines.append(f"\ninstr/call: all threads, median; diff/call: {how}; ratio: 1 + diff/unpatched")
     return "\n".join(lines)
 
 

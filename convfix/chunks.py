@@ -295,15 +295,21 @@ def output_bytes_per_example(call: Call) -> int | None:
     return _product(out) * item
 
 
+def shape_values(value: Any) -> list[int] | None:
+    """A transpose's ``output_shape`` as ints (list, tuple, NumPy, TensorShape, tensor);
+    None when it is known only at run time."""
+    if isinstance(value, tf.Tensor):
+        value = tf.get_static_value(value)
+    try:
+        return [int(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+
+
 def _output_per_example(call: Call, x_shape: list[int | None]) -> list[int] | None:
     if call.spec.kind == "transpose":
-        wanted = call.arguments.get("output_shape")
-        if isinstance(wanted, tf.Tensor):
-            wanted = tf.get_static_value(wanted)
-        try:
-            return [int(v) for v in wanted[1:]]  # type: ignore[index]
-        except (TypeError, ValueError):  # unknown until run time
-            return None
+        wanted = shape_values(call.arguments.get("output_shape"))
+        return None if wanted is None else wanted[1:]
     out = output_shape(call, [1, *x_shape[1:]])
     return None if out is None else out[1:]
 

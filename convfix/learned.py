@@ -20,6 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from convfix.call import Call
+from convfix.chunks import shape_values
 from convfix.geometry import static_shape
 from convfix.replay import describe
 
@@ -128,7 +129,7 @@ def signature(call: Call, device: str) -> Key | None:
             shape = static_shape(value)
             parts.append((name, str(getattr(value, "dtype", "")), tuple(shape or ())))
         elif name == "output_shape":  # transposes: the batch is the first element
-            dims = static_shape_value(value)
+            dims = shape_values(value)
             parts.append((name, None if dims is None else tuple(dims[1:])))
         else:
             try:
@@ -136,14 +137,3 @@ def signature(call: Call, device: str) -> Key | None:
             except Exception:
                 return None
     return tuple(parts)
-
-
-def static_shape_value(value: Any) -> list[int] | None:
-    """A transpose's ``output_shape`` as ints (list, tuple, NumPy, TensorShape, tensor);
-    None when it is known only at run time."""
-    if isinstance(value, tf.Tensor):
-        value = tf.get_static_value(value)
-    try:
-        return [int(v) for v in value]
-    except (TypeError, ValueError):
-        return None

@@ -29,7 +29,6 @@ from convfix.policies.recovery_base import Attempt, GaveUp, Recovered, Send
 from convfix.policies.split_batch import SplitBatchPolicy
 from convfix.tf_errors import classify
 
-
 CPU_NOT_SPLIT = (
     "not split: the CPU ran out of memory (set policies.split_batch.on_cpu = true to split "
     "it anyway; see the README)"

@@ -212,7 +212,7 @@ def main() -> int:
     )
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        done = list(pool.map(lambda job: measure(counter, *job, args.depth), jobs))
+        done = list(pool.map(lambda job: measure(counter, job[0], job[1], args.depth), jobs))
     counts: dict[tuple[str, str, str], list[Count]] = {}
     for (dnn, segments), values in zip(jobs, done):
         for (name, side, _), value in zip([s for s in segments if s[2]], values):

@@ -55,14 +55,14 @@ class Variant:
 def build() -> Parts:
     tf = prepare()
     from convfix.integrations import tensorflow as tf_integration
-    from convfix.integrations.entry import make_fast_check
+    from convfix.integrations.entry import FilterShapes, make_fast_check
     from convfix.ops import V2_SPECS
 
     caps = tf_integration.caps
     if caps is None:
         raise SystemExit("convfix did not patch TensorFlow: nothing to profile")
     tf_conv2d = original(tf.nn.conv2d)
-    fast = make_fast_check(V2_SPECS["conv2d"], tf_conv2d, caps)
+    fast = make_fast_check(V2_SPECS["conv2d"], tf_conv2d, caps, FilterShapes(caps))
     k, seed = tf.random.normal(TINY_K), tf.random.normal(TINY_X)
     return Parts(k, seed, fast, tf.nn.conv2d, tf_conv2d)
 
@@ -89,17 +89,13 @@ def isolated(p: Parts, n: int) -> list[tuple[str, float]]:
     """Each part alone in a micro-loop, on one tensor (its TensorShape cached)."""
     from convfix import state
 
-    local, flags = state.local, state.flags
+    flags = state.flags
     items = [p.seed] * n
     k = p.k
-
-    def depth_round_trip(x: Any) -> None:
-        local.depth += 1
-        local.depth -= 1
+    gate = lambda x: flags.active or flags.overrides or flags.budget  # noqa: E731
 
     return [
-        ("gate: depth and flags read", isolated_ns(lambda x: local.depth or flags.active, items)),
-        ("thread-local depth += 1; -= 1", isolated_ns(depth_round_trip, items)),
+        ("gate: flags read", isolated_ns(gate, items)),
         ("x.dtype", isolated_ns(lambda x: x.dtype, items)),
         ("x.shape (cached TensorShape)", isolated_ns(lambda x: x.shape, items)),
         ("fast_check(args, kwargs)", isolated_ns(lambda x: p.fast((x, k, 1, "SAME"), {}), items)),
@@ -108,20 +104,11 @@ def isolated(p: Parts, n: int) -> list[tuple[str, float]]:
 
 def variants(p: Parts) -> list[Variant]:
     """Variants that each add one piece in front of TensorFlow's own conv2d."""
-    from convfix import state
-
-    local, fast, tf_conv2d = state.local, p.fast, p.tf_conv2d
+    fast, tf_conv2d = p.fast, p.tf_conv2d
     clean = lambda: unpatched(BACKSTOP_CONV2D)  # noqa: E731 - TensorFlow with no convfix beneath
 
     def closure(*args: Any, **kwargs: Any) -> Any:
         return tf_conv2d(*args, **kwargs)
-
-    def with_depth(*args: Any, **kwargs: Any) -> Any:
-        local.depth += 1
-        try:
-            return tf_conv2d(*args, **kwargs)
-        finally:
-            local.depth -= 1
 
     def with_fast(*args: Any, **kwargs: Any) -> Any:
         fast(args, kwargs)
@@ -130,7 +117,6 @@ def variants(p: Parts) -> list[Variant]:
     return [
         Variant("tensorflow alone", tf_conv2d, clean),
         Variant("+ plain closure pass-through", closure, clean),
-        Variant("+ closure with depth += 1 / -= 1 in try/finally", with_depth, clean),
         Variant("+ closure with fast_check only", with_fast, clean),
         Variant("convfix entry, gen op restored", p.installed, clean),
         Variant("convfix as installed", p.installed),

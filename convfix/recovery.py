@@ -29,11 +29,6 @@ from convfix.policies.recovery_base import Attempt, GaveUp, Recovered, Send
 from convfix.policies.split_batch import SplitBatchPolicy
 from convfix.tf_errors import classify
 
-CPU_NOT_SPLIT = (
-    "not split: the CPU ran out of memory (set policies.split_batch.on_cpu = true to split "
-    "it anyway; see the README)"
-)
-
 
 class _Policies:
     def __init__(self, config: Config) -> None:
@@ -105,10 +100,8 @@ def recover(
         raise error from None
     if kind == "out_of_memory":
         mode = config.policy_mode("split_batch")
-        if mode == "fix" and attempt.device.startswith("CPU") and not policies.split.on_cpu:
-            # A CPU kernel's memory is its output, which chunks need too; and a retry near
-            # an address-space limit can crash TF outside its allocator: TF's clean error.
-            _warn(attempt, "split_batch", kind, mode, CPU_NOT_SPLIT, layer)
+        if mode == "fix" and not policies.split.applies(attempt):
+            _warn(attempt, "split_batch", kind, mode, policies.split.NOT_APPLIED, layer)
             raise error
         if mode == "fix":
             outcome = _try(policies.split, attempt, kind, error, mode, layer)

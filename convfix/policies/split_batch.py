@@ -35,7 +35,17 @@ class SplitBatchPolicy:
 
     def __init__(self, settings: SplitBatchPolicyConfig) -> None:
         self.settings = settings
-        self.on_cpu = settings.on_cpu
+
+    NOT_APPLIED = (
+        "not split: the CPU ran out of memory (set policies.split_batch.on_cpu = true to split "
+        "it anyway; see the README)"
+    )
+
+    def applies(self, attempt: Attempt) -> bool:
+        """False for the CPU's own out-of-memory unless ``on_cpu``: a CPU kernel's memory is
+        its output, which the chunks need too, and a retry near an address-space limit can
+        crash TensorFlow outside its allocator, where its error was clean."""
+        return self.settings.on_cpu or not attempt.device.startswith("CPU")
 
     # -- before dispatch: the memory budget -------------------------------------------
 

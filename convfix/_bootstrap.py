@@ -50,7 +50,7 @@ def deactivate() -> int:
     """Restore TensorFlow's original functions; returns how many were restored."""
     global _armed
     _armed = False
-    state.flags.active = False
+    state.stop()
     if "convfix.integrations.tensorflow" not in sys.modules:
         return 0
     from convfix.integrations import tensorflow as tf_integration

@@ -17,7 +17,7 @@ from convfix.config import Config, apply_overrides
 class Flags:
     """Plain attributes the hot path reads: one lookup each, no locking needed."""
 
-    __slots__ = ("active", "budget", "overrides", "patched")
+    __slots__ = ("active", "budget", "fast", "overrides", "patched")
 
     def __init__(self) -> None:
         self.active = False  # a config is loaded and its mode is not "off"
@@ -26,6 +26,12 @@ class Flags:
         # A memory budget (split_batch.max_batch_bytes) is in force somewhere: every call
         # needs its bytes estimated, so none may take the fast path.
         self.budget = False
+        # active, no override block anywhere and no budget: the one attribute the express
+        # lane reads before its check (see checking() for everything else).
+        self.fast = False
+
+    def refresh(self) -> None:
+        self.fast = self.active and not self.overrides and not self.budget
 
 
 flags = Flags()
@@ -50,6 +56,7 @@ def _count_budget(change: int) -> None:
     with _lock:
         _budgets += change
         flags.budget = _budgets > 0
+        flags.refresh()
 
 
 def set_config(config: Config) -> None:
@@ -57,8 +64,17 @@ def set_config(config: Config) -> None:
     global _config
     before = _config is not None and has_budget(_config)
     _config = config
-    flags.active = config.mode != "off"
+    with _lock:
+        flags.active = config.mode != "off"
+        flags.refresh()
     _count_budget(int(has_budget(config)) - int(before))
+
+
+def stop() -> None:
+    """Stop intervening process-wide (unpatch): the config stays for a later patch()."""
+    with _lock:
+        flags.active = False
+        flags.refresh()
 
 
 def config() -> Config:
@@ -74,6 +90,12 @@ def enabled() -> bool:
     if flags.overrides:
         return config().mode != "off"
     return flags.active
+
+
+def checking() -> bool:
+    """May a call made now take the fast check, when ``flags.fast`` is down? Yes where
+    convfix is on for this thread or task and no byte budget needs every call seen."""
+    return not flags.budget and enabled()
 
 
 @contextlib.contextmanager
@@ -93,6 +115,7 @@ def override(
     token = _override.set(new)
     with _lock:
         flags.overrides += 1
+        flags.refresh()
     _count_budget(budget)
     try:
         yield new
@@ -100,4 +123,5 @@ def override(
         _override.reset(token)
         with _lock:
             flags.overrides -= 1
+            flags.refresh()
         _count_budget(-budget)

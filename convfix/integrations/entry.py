@@ -1,8 +1,10 @@
 """The wrapper installed in place of each convolution function, and its fast check.
 
-The hot path is a plain closure, not a wrapt FunctionWrapper: tf-facts measured a wrapt
+The hot path is a plain function, not a wrapt FunctionWrapper: tf-facts measured a wrapt
 wrapper at +2 us a call against +0.2 us for a closure, which alone would spend most of the
-1% budget on a typical layer. wrapt still does the import hooks (_bootstrap.py).
+1% budget on a typical layer. wrapt still does the import hooks (_bootstrap.py). Where it
+can, the function installed is the express lane (express.py), generated with the wrapped
+function's signature; it hands everything it does not clear to the general path here.
 
 A call the fast check clears goes straight to TensorFlow with its arguments untouched;
 if TensorFlow raises, pipeline.recover decides whether a policy repairs it (dtype
@@ -192,20 +194,17 @@ def make_fast_check(
     return fast
 
 
-def make_entry(
+def make_general(
     original: Callable[..., Any],
     fast: FastCheck | None,
     slow: Callable[[tuple[Any, ...], dict[str, Any]], Any],
     recover: Recover,
-) -> Callable[..., Any]:
-    """The wrapper: pass through when off; fast check, then TensorFlow, with recovery
-    from its error; anything the fast check cannot clear takes the slow path."""
-    flags = state.flags
+) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """The general path: pass through when off; the fast check, then TensorFlow, with
+    recovery from its error; anything the fast check cannot clear takes the slow path."""
 
-    def convfix_entry(*args: Any, **kwargs: Any) -> Any:
-        if not (flags.active or flags.overrides):
-            return original(*args, **kwargs)
-        if flags.overrides and not state.enabled():
+    def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if not state.enabled():
             return original(*args, **kwargs)
         if flags.budget:  # every call's bytes are checked against the budget
             return slow(args, kwargs)
@@ -220,6 +219,22 @@ def make_entry(
         except Exception as error:  # zero cost until raised (CPython 3.11+)
             return recover(args, kwargs, error)
 
-    functools.update_wrapper(convfix_entry, original)
-    setattr(convfix_entry, MARK, original)
-    return convfix_entry
+    flags = state.flags
+    return general
+
+
+def make_entry(
+    original: Callable[..., Any],
+    general: Callable[[tuple[Any, ...], dict[str, Any]], Any],
+    express: Callable[..., Any] | None = None,
+) -> Callable[..., Any]:
+    """The wrapper installed in place of ``original``: the express lane where one was
+    generated (integrations/express.py), else a closure handing every call to ``general``."""
+
+    def convfix_entry(*args: Any, **kwargs: Any) -> Any:
+        return general(args, kwargs)
+
+    entry = express if express is not None else convfix_entry
+    functools.update_wrapper(entry, original)
+    setattr(entry, MARK, original)
+    return entry

@@ -22,6 +22,7 @@ from typing import Any
 
 from convfix import replay
 from convfix.call import Binder
+from convfix.integrations import express
 from convfix.integrations.entry import (
     MARK,
     Capabilities,
@@ -29,6 +30,7 @@ from convfix.integrations.entry import (
     FilterShapes,
     make_entry,
     make_fast_check,
+    make_general,
 )
 from convfix.ops import V1_SPECS, V2_SPECS, OpSpec
 
@@ -104,7 +106,9 @@ def patch_tensorflow() -> list[Patched]:
             return recover(target, args, kwargs, error)
 
         fast = _fast_check_or_none(spec, original, caps, filters)
-        wrapper = make_entry(original, fast, slow, recovery)
+        general = make_general(original, fast, slow, recovery)
+        lane = express.build(original, spec, caps, filters, general, recovery)
+        wrapper = make_entry(original, general, lane)
         done.append(Patched(module, attribute, original, wrapper))
     done += _user_references({id(p.original): p.wrapper for p in done})
     for item in done:

@@ -1,0 +1,187 @@
+"""The express lane: a wrapper generated with the wrapped function's own signature.
+
+Why generate code: on a tiny convolution every bytecode the wrapper runs before calling
+TensorFlow shows, twice. Once to run it, and once more inside TensorFlow, which records
+the Python stack of every eager op and finds each frame's line number by scanning the
+frame's line table up to the instruction running there. Measured in CPU instructions per
+call on the tiny conv2d (TF 2.21, oneDNN off; benchmarks/bench_instructions.py):
+
+- a ``*args, **kwargs`` closure passing straight through: +2,200
+- the same closure with 20 trivial statements before the call: +4,800
+- the generic check of entry.py (argument lookup by position or keyword, a second call): +8,700
+- this lane, signature and check generated per function: about +2,800
+
+With the exact signature, arguments arrive in local variables (no tuple, no dict, no
+lookup), the check is one boolean expression specialised for the function and the build,
+and TensorFlow's call comes right after it. Everything the expression does not clear goes
+to the general path (entry.py), which decides exactly as before; nothing here decides
+that a call is unhealthy.
+
+The original is called with every parameter given positionally (defaults filled in), so
+the lane is only generated for functions where that is the same call: TensorFlow's
+traceback and dispatch wrappers directly around a plain function. Anything else (a
+deprecation decorator that notices which arguments were passed, ``*args``) gets the
+general entry: slower, never different.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import linecache
+from collections.abc import Callable
+from typing import Any
+
+from convfix import state
+from convfix.integrations.entry import Capabilities, FilterShapes
+from convfix.ops import OpSpec
+
+General = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+Quick = Callable[[Any, Any, Any], bool]
+Recover = Callable[[tuple[Any, ...], dict[str, Any], Exception], Any]
+
+_TEMPLATE = """\
+def {name}({parameters}):
+    if quick({x}, {f}, {padding}):
+        try:
+            return original({arguments})
+        except Exception as error:
+            return recover(({arguments},), {{}}, error)
+    return general(({arguments},), {{}})
+"""
+_counter = itertools.count()
+# TensorFlow's wrappers around every public op, which pass each argument on as given
+# (traceback filtering, type-based dispatch), by code name -> the closure cell holding the
+# wrapped function. A deprecation wrapper notices which arguments were passed: not here.
+_PASS_THROUGH = {"error_handler": "fn", "op_dispatch_handler": "dispatch_target"}
+_VARIADIC = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+# Globals and builtins the generated code reads, and its one local: no parameter may be
+# named like them.
+_RESERVED = frozenset({"quick", "original", "general", "recover", "Exception", "error"})
+
+
+def build(
+    original: Callable[..., Any],
+    spec: OpSpec,
+    caps: Capabilities,
+    filters: FilterShapes,
+    general: General,
+    recover: Recover,
+) -> Callable[..., Any] | None:
+    """The express wrapper for ``original``, or None where it cannot be the same call."""
+    parameters = _plain_parameters(original)
+    if parameters is None:
+        return None
+    names = [p.name for p in parameters]
+    x, f, padding = spec.input_params[0], spec.filter_params[0], spec.padding_param
+    if not {x, f, padding} <= set(names) or _RESERVED.intersection(names):
+        return None  # not the signature the table describes, or a name the template reads
+    quick = make_quick_check(spec, caps, filters)
+    if quick is None:
+        return None
+    defaults = {f"_default_{p.name}": p.default for p in parameters if p.default is not p.empty}
+    source = _TEMPLATE.format(
+        name=original.__name__,
+        parameters=", ".join(
+            p.name if p.default is p.empty else f"{p.name}=_default_{p.name}" for p in parameters
+        ),
+        arguments=", ".join(names),
+        x=x,
+        f=f,
+        padding=padding,
+    )
+    namespace: dict[str, Any] = {
+        # callsite.py classifies frames by their module's name: this one is convfix's.
+        "__name__": __name__,
+        "quick": quick,
+        "original": original,
+        "general": general,
+        "recover": recover,
+        **defaults,
+    }
+    filename = f"<convfix express {spec.name} {next(_counter)}>"
+    exec(compile(source, filename, "exec"), namespace)
+    # Tracebacks through the lane show its source, as they do for dataclasses' methods.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    function: Callable[..., Any] = namespace[original.__name__]
+    return function
+
+
+def _plain_parameters(original: Callable[..., Any]) -> list[inspect.Parameter] | None:
+    """The parameters of the function behind TensorFlow's own pass-through wrappers, if
+    they are all plain (positional or keyword) and nothing else wraps it."""
+    function = original
+    for _ in range(len(_PASS_THROUGH) + 1):
+        code = getattr(function, "__code__", None)
+        inner = _PASS_THROUGH.get(code.co_name) if code is not None else None
+        if inner is None:
+            break
+        cells = dict(zip(code.co_freevars, function.__closure__ or ()))  # type: ignore[union-attr]
+        if inner not in cells:
+            return None
+        function = cells[inner].cell_contents
+    code = getattr(function, "__code__", None)
+    if function is original or code is None or code.co_flags & _VARIADIC:
+        return None  # not TensorFlow's op, or a decorator we do not know (*args, **kwargs)
+    try:
+        parameters = list(inspect.signature(function, follow_wrapped=False).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if not all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters):
+        return None
+    return parameters
+
+
+def make_quick_check(spec: OpSpec, caps: Capabilities, filters: FilterShapes) -> Quick | None:
+    """A check of the input, the filter and the padding, true only for calls the general
+    path's fast check would also clear; None where no cheap check exists for ``spec``."""
+    if spec.kind in ("depthwise", "separable") or caps.eager not in caps.direct_filter_types:
+        return None  # their dilations need checking; or shapes are not read directly here
+    flags, checking = state.flags, state.checking
+    eager: Any = caps.eager  # Any: `type(x) is eager` must not narrow x for mypy
+    flagged, routed = filters.flagged, filters.routed
+    # Each check spells out the same four first clauses (on; a tensor input; nothing learned
+    # about this filter or input shape) rather than calling a shared helper: one call
+    # more costs as much as the rest of the check.
+    if not caps.onednn:  # nothing aborts and no SAME call comes back wrongly shaped
+
+        def lean(x: Any, f: Any, padding: Any) -> bool:
+            return (
+                (flags.fast or checking())
+                and type(x) is eager
+                and (not flagged or id(f) not in flagged)
+                and (not routed or x.shape._dims[1:] not in routed)
+                and padding == "SAME"
+            )
+
+        return lean
+    if spec.spatial is None:
+        return None  # the rank comes from the filter: the general path reads it
+    rank = spec.spatial + 2
+    if spec.kind == "transpose":  # output_shape is the caller's: any padding is fine
+
+        def transpose(x: Any, f: Any, padding: Any) -> bool:
+            return (
+                (flags.fast or checking())
+                and type(x) is eager
+                and (not flagged or id(f) not in flagged)
+                and len(dims := x.shape._dims) == rank
+                and 0 not in dims
+                and (not routed or dims[1:] not in routed)
+            )
+
+        return transpose
+
+    def onednn(x: Any, f: Any, padding: Any) -> bool:
+        # oneDNN aborts on a wrong rank and answers an empty input wrongly.
+        return (
+            (flags.fast or checking())
+            and type(x) is eager
+            and (not flagged or id(f) not in flagged)
+            and padding == "SAME"
+            and len(dims := x.shape._dims) == rank
+            and 0 not in dims
+            and (not routed or dims[1:] not in routed)
+        )
+
+    return onednn

@@ -6,6 +6,8 @@ patched ``tf.nn.conv2d`` and of TensorFlow's own ``conv2d_v2`` (``gen_nn_ops.con
 too, as in bench_healthy_path.py) alternate ABBA on the same inputs, oneDNN off and on; import
 and warm-up are never counted.
 
+Each call gets a new input tensor, made before counting starts, as in a real pipeline.
+
 Counted: every thread, the pool that runs the conv kernel included. ``perf stat`` counts between
 control-FIFO enable and disable. Without hardware counters, callgrind: instrumentation starts by
 client request after warm-up, and each segment is dumped per thread. The calling thread's count
@@ -76,12 +78,16 @@ def child(counter: str, segments: list[Segment], ctl: list[str], depth: int = 0)
     mark = marker(counter, ctl)
     for i, (name, side, n) in enumerate(segments):
         fn, (x, k) = functions[side], inputs[name]
+        # A new input tensor each call, as in a real pipeline (and as bench_healthy_path
+        # times it), made before counting starts.
+        xs = [x + 0.0 for _ in range(n)]
         with unpatched(BACKSTOP_CONV2D) if side == "unpatched" else contextlib.nullcontext():
             gc.collect()  # every segment starts from the same collector state
             mark("")
-            for _ in range(n):
-                fn(x, k, 1, "SAME")
+            for x_i in xs:
+                fn(x_i, k, 1, "SAME")
             mark(f"seg{i}")
+        del xs
 
 
 def marker(counter: str, ctl: list[str]) -> Callable[[str], None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import inspect
 import os
 import sys
 import tempfile
@@ -112,12 +113,14 @@ def environment() -> dict[str, str]:
     }
 
 
-def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object]) -> bool | None:
-    """Whether convfix's fast check clears every call ``run`` makes to the wrapper at
-    ``module_name.attribute``; None if no call was seen or convfix's tables cannot tell.
+def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object]) -> str | None:
+    """Which way the calls ``run`` makes to the wrapper at ``module_name.attribute`` go:
+    "express" (the generated lane's quick check clears every one), "fast check" (the
+    general path's check clears every one), "pipeline" (some take the full pipeline); None
+    if no call was seen or convfix's tables cannot tell.
 
     A ratio alone cannot say whether a healthy call took the fast path or the full pipeline;
-    this can, by evaluating a fast check built the way convfix builds the wrapper's own.
+    this can, by evaluating checks built the way convfix builds the wrapper's own.
     """
     try:
         from convfix.integrations import tensorflow as tf_integration
@@ -130,12 +133,21 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
         if caps is None or original(wrapper) is wrapper:
             return None
         fast = make_fast_check(spec, original(wrapper), caps, FilterShapes(caps))
+        quick = getattr(wrapper, "__convfix_quick__", None)
+        signature = inspect.signature(original(wrapper))
     except Exception:  # convfix's internals moved: say "unknown" rather than fail the run
         return None
-    verdicts: list[bool] = []
+    verdicts: list[str] = []
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        verdicts.append(bool(fast(args, kwargs)))
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        as_lane = (given[spec.input_params[0]], given[spec.filter_params[0]])
+        if quick is not None and quick(*as_lane, given[spec.padding_param]):
+            verdicts.append("express")
+        else:
+            verdicts.append("fast check" if fast(tuple(given.values()), {}) else "pipeline")
         return wrapper(*args, **kwargs)
 
     setattr(module, attribute, spy)
@@ -143,10 +155,14 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
         run()
     finally:
         setattr(module, attribute, wrapper)
-    return all(verdicts) if verdicts else None
+    if not verdicts:
+        return None
+    return max(verdicts, key=("express", "fast check", "pipeline").index)
 
 
-def fast_path_note(verdict: bool | None) -> str:
+def fast_path_note(verdict: str | None) -> str:
     if verdict is None:
-        return "fast path: unknown"
-    return "fast path: yes" if verdict else "fast path: NO, every call runs the full pipeline"
+        return "path: unknown"
+    if verdict == "pipeline":
+        return "path: NOT FAST, calls run the full pipeline"
+    return f"path: {verdict}"

@@ -39,6 +39,7 @@ class Parts:
     k: Any
     seed: Any
     fast: Callable[[tuple[Any, ...], dict[str, Any]], bool]
+    quick: Callable[[Any, Any, Any], bool] | None
     installed: Callable[..., Any]
     tf_conv2d: Callable[..., Any]
 
@@ -63,8 +64,9 @@ def build() -> Parts:
         raise SystemExit("convfix did not patch TensorFlow: nothing to profile")
     tf_conv2d = original(tf.nn.conv2d)
     fast = make_fast_check(V2_SPECS["conv2d"], tf_conv2d, caps, FilterShapes(caps))
+    quick = getattr(tf.nn.conv2d, "__convfix_quick__", None)  # the express lane's check
     k, seed = tf.random.normal(TINY_K), tf.random.normal(TINY_X)
-    return Parts(k, seed, fast, tf.nn.conv2d, tf_conv2d)
+    return Parts(k, seed, fast, quick, tf.nn.conv2d, tf_conv2d)
 
 
 def _loop_ns(fn: Callable[[Any], object], items: Sequence[Any]) -> int:
@@ -92,12 +94,14 @@ def isolated(p: Parts, n: int) -> list[tuple[str, float]]:
     flags = state.flags
     items = [p.seed] * n
     k = p.k
-    gate = lambda x: flags.active or flags.overrides or flags.budget  # noqa: E731
+    gate = lambda x: flags.fast  # noqa: E731
+    quick = p.quick or (lambda x, f, padding: False)
 
     return [
-        ("gate: flags read", isolated_ns(gate, items)),
+        ("gate: flags.fast read", isolated_ns(gate, items)),
         ("x.dtype", isolated_ns(lambda x: x.dtype, items)),
         ("x.shape (cached TensorShape)", isolated_ns(lambda x: x.shape, items)),
+        ("quick check (express lane)", isolated_ns(lambda x: quick(x, k, "SAME"), items)),
         ("fast_check(args, kwargs)", isolated_ns(lambda x: p.fast((x, k, 1, "SAME"), {}), items)),
     ]
 
@@ -114,10 +118,17 @@ def variants(p: Parts) -> list[Variant]:
         fast(args, kwargs)
         return tf_conv2d(*args, **kwargs)
 
+    quick = p.quick or (lambda x, f, padding: False)
+
+    def with_quick(input: Any, filters: Any, strides: Any, padding: Any) -> Any:
+        quick(input, filters, padding)
+        return tf_conv2d(input, filters, strides, padding)
+
     return [
         Variant("tensorflow alone", tf_conv2d, clean),
         Variant("+ plain closure pass-through", closure, clean),
         Variant("+ closure with fast_check only", with_fast, clean),
+        Variant("+ function with the quick check only", with_quick, clean),
         Variant("convfix entry, gen op restored", p.installed, clean),
         Variant("convfix as installed", p.installed),
         Variant("conv2d original", tf_conv2d),

@@ -128,7 +128,10 @@ def test_threads_repairing_and_passing_calls_get_right_results_and_exact_counts(
             thread.join()
     assert errors == []
     assert sum(events.counts().values()) == 4 * per_thread
-    assert len(captured) == 1  # one callsite, one key, one line
+    # One callsite, one key, one line (a periodic summary may land too on a slow machine).
+    assert [e["event"] for e in captured if e["event"] != "convfix.summary"] == [
+        "convfix.intervention"
+    ]
 
 
 def _op_types(function: Any, *specs: tf.TensorSpec) -> list[str]:

@@ -144,7 +144,8 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
         bound.apply_defaults()
         given = bound.arguments
         as_lane = (given[spec.input_params[0]], given[spec.filter_params[0]])
-        if quick is not None and quick(*as_lane, given[spec.padding_param]):
+        strides = given.get(spec.strides_param or "strides")
+        if quick is not None and quick(*as_lane, given[spec.padding_param], strides):
             verdicts.append("express")
         else:
             verdicts.append("fast check" if fast(tuple(given.values()), {}) else "pipeline")

@@ -39,7 +39,7 @@ class Parts:
     k: Any
     seed: Any
     fast: Callable[[tuple[Any, ...], dict[str, Any]], bool]
-    quick: Callable[[Any, Any, Any], bool] | None
+    quick: Callable[[Any, Any, Any, Any], bool] | None
     installed: Callable[..., Any]
     tf_conv2d: Callable[..., Any]
 
@@ -95,13 +95,13 @@ def isolated(p: Parts, n: int) -> list[tuple[str, float]]:
     items = [p.seed] * n
     k = p.k
     gate = lambda x: flags.fast  # noqa: E731
-    quick = p.quick or (lambda x, f, padding: False)
+    quick = p.quick or (lambda x, f, padding, strides: False)
 
     return [
         ("gate: flags.fast read", isolated_ns(gate, items)),
         ("x.dtype", isolated_ns(lambda x: x.dtype, items)),
         ("x.shape (cached TensorShape)", isolated_ns(lambda x: x.shape, items)),
-        ("quick check (express lane)", isolated_ns(lambda x: quick(x, k, "SAME"), items)),
+        ("quick check (express lane)", isolated_ns(lambda x: quick(x, k, "SAME", 1), items)),
         ("fast_check(args, kwargs)", isolated_ns(lambda x: p.fast((x, k, 1, "SAME"), {}), items)),
     ]
 
@@ -118,10 +118,10 @@ def variants(p: Parts) -> list[Variant]:
         fast(args, kwargs)
         return tf_conv2d(*args, **kwargs)
 
-    quick = p.quick or (lambda x, f, padding: False)
+    quick = p.quick or (lambda x, f, padding, strides: False)
 
     def with_quick(input: Any, filters: Any, strides: Any, padding: Any) -> Any:
-        quick(input, filters, padding)
+        quick(input, filters, padding, strides)
         return tf_conv2d(input, filters, strides, padding)
 
     return [

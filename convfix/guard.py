@@ -12,6 +12,7 @@ docs/tf-behaviour.md).
 
 from __future__ import annotations
 
+from convfix import strided_windows
 from convfix.call import Call
 from convfix.geometry import (
     Shape,
@@ -73,7 +74,17 @@ def inspect(call: Call, onednn: bool) -> list[Problem]:
         return [strided_dilation]
     if call.spec.kind == "transpose" or f_shape is None or len(f_shape) != wanted:
         return []  # TensorFlow checks filter ranks itself; transposes take output_shape
-    return _fit_problems(call, x_shape, f_shape, spatial, onednn)
+    return _fit_problems(call, x_shape, f_shape, spatial, onednn) or _window_problems(
+        call, x_shape, f_shape, spatial, onednn
+    )
+
+
+def _window_problems(
+    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, onednn: bool
+) -> list[Problem]:
+    """Strided windows TF 2.21's kernels answer with wrong values (strided_windows.py)."""
+    found = strided_windows.problem(call, x_shape, f_shape, spatial, onednn)
+    return [found] if found is not None else []
 
 
 def _strided_dilation(call: Call, spatial: int, x_shape: Shape) -> Problem | None:

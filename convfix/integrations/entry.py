@@ -22,6 +22,7 @@ from typing import Any
 
 from convfix import state
 from convfix.ops import OpSpec
+from convfix.strided_windows import misanswered, windows_of
 
 FastCheck = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 Recover = Callable[[tuple[Any, ...], dict[str, Any], Exception], Any]
@@ -122,6 +123,9 @@ def make_fast_check(
     d_names = [n for n in spec.dilations_params if n in at]
     fmt_name = spec.data_format_param
     fmt_pos = at.get(fmt_name, len(params))
+    s_name = spec.strides_param or ""
+    s_pos = at.get(s_name, len(params))
+    s_default = inspect.signature(function).parameters[s_name].default if s_name in at else None
     spatial = spec.spatial
     transpose = spec.kind == "transpose"
     # depthwise and separable give garbage for strides and dilations together: any
@@ -139,6 +143,9 @@ def make_fast_check(
     # rank, dtype or padding name makes TensorFlow raise, and recovery repairs it then. So
     # a SAME call on that build needs only its input's type checked.
     lean = not onednn and not dilation_checked_always
+    # Strided windows some kernel answers with wrong values (strided_windows.py): Conv3D
+    # outside oneDNN (any build: oneDNN leaves some dtypes to Eigen), and oneDNN's own.
+    window_risk = not transpose and (onednn or (spec.kind == "conv" and spatial in (3, None)))
 
     def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         n = len(args)
@@ -152,7 +159,9 @@ def make_fast_check(
         if routed and x.shape._dims[1:] in routed:
             return False  # ran out of memory before: recovery knows its chunk size
         padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)
-        if lean and padding == "SAME":
+        strides = args[s_pos] if n > s_pos else kwargs.get(s_name, s_default)
+        unit = not window_risk or unit_strides(strides)
+        if lean and unit and padding == "SAME":
             return True
         if type(f) in direct:  # a tensor or tf.Variable: its shape is a cached attribute
             f_dims = f.shape._dims
@@ -167,6 +176,12 @@ def make_fast_check(
         # may be empty at run time: both go to the full path.
         if len(dims) != rank or (onednn and (0 in dims or None in dims)):
             return False
+        if not unit:
+            fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
+            rates = (args[at[d]] if n > at[d] else kwargs.get(d) for d in d_names)
+            rate = next((r for r in rates if r is not None), None)
+            if _misanswered(spec, dims, f_dims, strides, rate, padding, fmt, onednn):
+                return False
         if transpose:
             return True
         if padding == "SAME" and not dilation_checked_always:
@@ -192,6 +207,35 @@ def make_fast_check(
         return True
 
     return fast
+
+
+def unit_strides(strides: Any) -> bool:
+    """Strides of 1 everywhere, in any form TensorFlow takes (None: the default, 1)."""
+    if strides is None or (type(strides) is int and strides == 1):
+        return True
+    return type(strides) in (list, tuple) and all(v == 1 for v in strides)
+
+
+def _misanswered(
+    spec: OpSpec,
+    dims: tuple[int | None, ...],
+    f_dims: tuple[int | None, ...],
+    strides: Any,
+    dilations: Any,
+    padding: Any,
+    fmt: Any,
+    onednn: bool,
+) -> bool:
+    """Would a strided call be answered wrongly (or can this not tell)? The guard's rule
+    (strided_windows.py), from raw arguments."""
+    last = not (type(fmt) is str and fmt.startswith("NC"))
+    spatial = len(dims) - 2
+    sizes = dims[1:-1] if last else dims[2:]
+    found = windows_of(sizes, f_dims[:spatial], strides, dilations, padding, spatial, last)
+    if found is None:
+        return True
+    channels = dims[-1] if last else dims[1]
+    return misanswered(spec.kind, spatial, padding, channels, f_dims[-1], found, onednn) is not None
 
 
 def make_general(

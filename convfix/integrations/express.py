@@ -33,16 +33,16 @@ from collections.abc import Callable
 from typing import Any
 
 from convfix import state
-from convfix.integrations.entry import Capabilities, FilterShapes
+from convfix.integrations.entry import Capabilities, FilterShapes, unit_strides
 from convfix.ops import OpSpec
 
 General = Callable[[tuple[Any, ...], dict[str, Any]], Any]
-Quick = Callable[[Any, Any, Any], bool]
+Quick = Callable[[Any, Any, Any, Any], bool]
 Recover = Callable[[tuple[Any, ...], dict[str, Any], Exception], Any]
 
 _TEMPLATE = """\
 def {name}({parameters}):
-    if quick({x}, {f}, {padding}):
+    if quick({x}, {f}, {padding}, {strides}):
         try:
             return original({arguments})
         except Exception as error:
@@ -74,7 +74,8 @@ def build(
         return None
     names = [p.name for p in parameters]
     x, f, padding = spec.input_params[0], spec.filter_params[0], spec.padding_param
-    if not {x, f, padding} <= set(names) or _RESERVED.intersection(names):
+    strides = spec.strides_param or ""
+    if not {x, f, padding, strides} <= set(names) or _RESERVED.intersection(names):
         return None  # not the signature the table describes, or a name the template reads
     quick = make_quick_check(spec, caps, filters)
     if quick is None:
@@ -89,6 +90,7 @@ def build(
         x=x,
         f=f,
         padding=padding,
+        strides=strides,
     )
     namespace: dict[str, Any] = {
         # callsite.py classifies frames by their module's name: this one is convfix's.
@@ -141,18 +143,25 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, filters: FilterShapes) ->
     flags, checking = state.flags, state.checking
     eager: Any = caps.eager  # Any: `type(x) is eager` must not narrow x for mypy
     flagged, routed = filters.flagged, filters.routed
-    # Each check spells out the same four first clauses (on; a tensor input; nothing learned
+    # Strided windows some kernel answers wrongly (strided_windows.py) need the general
+    # path's check: Conv3D outside oneDNN, oneDNN's convolutions.
+    strided_risk = spec.kind != "transpose" and (
+        caps.onednn or (spec.kind == "conv" and spec.spatial in (3, None))
+    )
+    # Each check spells out the same first clauses (on; a tensor input; nothing learned
     # about this filter or input shape) rather than calling a shared helper: one call
     # more costs as much as the rest of the check.
     if not caps.onednn:  # nothing aborts and no SAME call comes back wrongly shaped
 
-        def lean(x: Any, f: Any, padding: Any) -> bool:
+        def lean(x: Any, f: Any, padding: Any, strides: Any) -> bool:
             return (
                 (flags.fast or checking())
                 and type(x) is eager
                 and (not flagged or id(f) not in flagged)
                 and (not routed or x.shape._dims[1:] not in routed)
+                and type(padding) is str
                 and padding == "SAME"
+                and (not strided_risk or unit_strides(strides))
             )
 
         return lean
@@ -161,7 +170,7 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, filters: FilterShapes) ->
     rank = spec.spatial + 2
     if spec.kind == "transpose":  # output_shape is the caller's: any padding is fine
 
-        def transpose(x: Any, f: Any, padding: Any) -> bool:
+        def transpose(x: Any, f: Any, padding: Any, strides: Any) -> bool:
             return (
                 (flags.fast or checking())
                 and type(x) is eager
@@ -173,13 +182,15 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, filters: FilterShapes) ->
 
         return transpose
 
-    def onednn(x: Any, f: Any, padding: Any) -> bool:
+    def onednn(x: Any, f: Any, padding: Any, strides: Any) -> bool:
         # oneDNN aborts on a wrong rank and answers an empty input wrongly.
         return (
             (flags.fast or checking())
             and type(x) is eager
             and (not flagged or id(f) not in flagged)
+            and type(padding) is str
             and padding == "SAME"
+            and ((type(strides) is int and strides == 1) or unit_strides(strides))
             and len(dims := x.shape._dims) == rank
             and 0 not in dims
             and (not routed or dims[1:] not in routed)

@@ -1,4 +1,6 @@
-"""padding: padding strings in the wrong case, and a kernel that does not fit the input.
+"""padding: padding strings in the wrong case, a kernel that does not fit the input, and
+strided windows TF 2.21's kernels answer wrongly (strided_windows.py: cropped to the positions
+the windows read, or run as a single window; exact, whatever ``strategy`` says).
 
 - ``"same"`` / ``"valid"`` are TensorFlow's own names in the wrong case: upper-cased.
 - VALID (or explicit) padding where the dilated kernel is larger than the (padded) input in
@@ -16,6 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from convfix import strided_windows
 from convfix.call import Call
 from convfix.config import PaddingPolicyConfig
 from convfix.geometry import effective_kernel, explicit_pads, per_spatial, static_shape
@@ -50,6 +53,10 @@ class PaddingPolicy:
     def describe(self, call: Call, problem: Problem) -> str:
         if problem.reason == "padding_case":
             return f"use padding {str(problem.before['padding']).upper()!r}"
+        if problem.reason == "negative_same_padding":
+            return "crop the input to the positions the windows read"
+        if problem.reason == "collapsed_strided_window":
+            return "run the collapsed dimension as its one window (VALID, stride 1)"
         if self.settings.strategy == "same":
             return "run with padding 'SAME'"
         return f"zero-pad the input by {self._extra(call)} per spatial dimension"
@@ -64,6 +71,10 @@ class PaddingPolicy:
                 {"padding": upper},
                 rewrites={param: lambda _: upper},
             )
+        if problem.reason == "negative_same_padding":
+            return _crop_to_windows(call)
+        if problem.reason == "collapsed_strided_window":
+            return _one_window(call)
         if self.settings.strategy == "same":
             return Repair(
                 call.replace(**{param: "SAME"}),
@@ -94,6 +105,69 @@ class PaddingPolicy:
             total = max(0, (k or 0) - ((size or 0) + lo + hi))
             extra.append([total // 2, total - total // 2])
         return extra
+
+
+def _crop_to_windows(call: Call) -> Repair:
+    """negative_same_padding: cut each dimension to the positions its windows read."""
+    spatial, dims, x_shape = _windows(call)
+    crop = strided_windows.crop_sizes(dims)
+    lead = len(x_shape) - spatial - 1 if call.channels_last() else len(x_shape) - spatial
+    cuts = tuple(slice(0, n) for n in crop)
+    index = (*[slice(None)] * lead, *cuts) if call.channels_last() else (Ellipsis, *cuts)
+
+    def crop_input(x: Any) -> Any:
+        return _as_tensor(x)[index]
+
+    cropped = crop_input(call.input)
+    after = {"input_shape": static_shape(cropped)}
+    return Repair(
+        call.replace(input=cropped), "crop_input", after, rewrites={call.input_name: crop_input}
+    )
+
+
+def _one_window(call: Call) -> Repair:
+    """collapsed_strided_window: pad by the call's own padding, cut the last dimension to
+    its single window, run VALID with stride 1 everywhere (the other strides are 1)."""
+    spatial, dims, x_shape = _windows(call)
+    last = call.channels_last()
+    lead = len(x_shape) - spatial - 1 if last else len(x_shape) - spatial
+    pairs = [[lo, hi] for lo, hi in (w.pads for w in dims)]
+    pads = [[0, 0]] * lead + pairs + ([[0, 0]] if last else [])
+    window = slice(0, dims[-1].kernel)
+    index = (Ellipsis, window, slice(None)) if last else (Ellipsis, window)
+
+    def one_window(x: Any) -> Any:
+        return tf.pad(_as_tensor(x), pads)[index]
+
+    params = call.spec
+    ones: Any = [1] * spatial if params.name.endswith("convolution") else [1] * (spatial + 2)
+    strides = params.strides_param or "strides"
+    windowed = one_window(call.input)
+    after = {"input_shape": static_shape(windowed), "padding": "VALID", "strides": ones}
+    return Repair(
+        call.replace(input=windowed, **{params.padding_param: "VALID", strides: ones}),
+        "one_window",
+        after,
+        rewrites={
+            call.input_name: one_window,
+            params.padding_param: lambda _: "VALID",
+            strides: lambda _: ones,
+        },
+    )
+
+
+def _windows(call: Call) -> tuple[int, list[strided_windows.Window], list[int | None]]:
+    x_shape = static_shape(call.input) or []
+    f_shape = static_shape(call.filter) or []
+    spatial = spatial_rank(call, f_shape, x_shape) or 0
+    dims = strided_windows.windows(call, x_shape, f_shape, spatial)
+    if dims is None:
+        raise ValueError("the guard saw these windows: their sizes must be known")
+    return spatial, dims, x_shape
+
+
+def _as_tensor(x: Any) -> Any:
+    return x if isinstance(x, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(x)
 
 
 def _show(padding: Any) -> Any:

@@ -26,10 +26,12 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, event, example, given, note, settings
+from hypothesis import HealthCheck, assume, event, example, given, note, settings
 from hypothesis import strategies as st
 
 import convfix
+from convfix import events
+from convfix.integrations.tensorflow import onednn_enabled
 from convfix.testing import capture_events
 from tests import reference as ref
 from tests.integration.conftest import unpatched
@@ -80,6 +82,7 @@ NONEMPTY_BATCH = st.integers(1, 3)
 TOLERANCE = {"float16": 1e-2, "bfloat16": 1e-2, "float32": 1e-4, "float64": 1e-10, "int32": 0}
 # TensorFlow's own ways of rejecting a call (ConvFixError is a ValueError).
 TF_ERRORS = (tf.errors.OpError, ValueError, TypeError)
+ONEDNN = onednn_enabled()  # the build convfix guards for in this process
 
 
 @dataclass(frozen=True)
@@ -306,8 +309,46 @@ def plan(case: Case, strategy: str = "same") -> Plan:
             lenient = case.out_shape
         else:
             refuse = refuse or "empty input without a valid output shape"
+    if misanswered_windows(fixed):
+        repairs.append("strided_window")  # exact: the reference of the call as made
     runs = cpu_runs(fixed, dtype)
     return Plan(fixed, dtype, add_batch, pad_input, refuse, runs, tuple(repairs), shape, lenient)
+
+
+def misanswered_windows(case: Case) -> bool:
+    """README, "Strided windows": geometries TF 2.21 answers with wrong values, which
+    convfix runs another, exact way: SAME Conv3D windows leaving 2 or more input positions
+    past the last one; with oneDNN, a one-channel input (depthwise: multiplier 2 or more)
+    whose last dimension a stride of 2 or more collapses to one output of a kernel of 2 or
+    more, the other strides 1 and some other output 2 or more."""
+    n = case.spatial
+    if case.kind == "transpose" or 0 in case.x_shape or len(case.x_shape) != n + 2:
+        return False
+    sizes = list(case.x_shape[1:-1] if case.last else case.x_shape[2:])
+    kernel = [ref.dilated(k, case.dilation) for k in case.f_shape[:n]]
+    strides = case.stride_list
+    try:
+        pads = ref.spatial_pads(case.padding, sizes, list(case.f_shape[:n]), strides,
+                                [case.dilation] * n)  # fmt: skip
+    except ValueError:
+        return False
+    outs = [(m + lo + hi - k) // s + 1 for m, k, s, (lo, hi) in zip(sizes, kernel, strides, pads)]
+    if case.kind == "conv" and n == 3 and case.padding == "SAME":
+        reads = [(o - 1) * s + k for o, s, k in zip(outs, strides, kernel)]
+        if any(m - r >= 2 for m, r in zip(sizes, reads)):
+            return True
+    if not ONEDNN or n < 2 or case.kind not in ("conv", "depthwise", "separable"):
+        return False
+    channels = case.x_shape[-1] if case.last else case.x_shape[1]
+    if channels != 1 or (case.kind != "conv" and case.f_shape[-1] < 2):
+        return False
+    return (
+        outs[-1] == 1
+        and strides[-1] >= 2
+        and kernel[-1] >= 2
+        and all(s == 1 for s in strides[:-1])
+        and any(o >= 2 for o in outs[:-1])
+    )
 
 
 def reference_shape(case: Case) -> tuple[int, ...] | None:
@@ -329,26 +370,10 @@ def reference_shape(case: Case) -> tuple[int, ...] | None:
         return None
 
 
-def eigen_conv3d_crop(case: Case, dtype: str) -> list[int] | None:
-    """TF 2.21's non-oneDNN Conv3D kernel (every dtype but float32 on the CPU) answers SAME
-    padding wrongly where the windows need less than no padding ((out - 1) * stride +
-    dilated kernel < size - 1): it centres them, starting ``-total / 2`` (C++ division) into
-    the input, where TensorFlow's definition (and its float32 kernel) starts at 0.
-    Measured; the crop per spatial dimension, or None where the definition holds."""
-    if case.kind != "conv" or case.spatial != 3 or dtype == "float32" or case.padding != "SAME":
-        return None
-    sizes = case.x_shape[1:-1]
-    crop = []
-    for n, k, s in zip(sizes, case.f_shape[:3], case.stride_list):
-        total = (-(-n // s) - 1) * s + ref.dilated(k, case.dilation) - n
-        crop.append(-total // 2 if total < 0 else 0)
-    return crop if any(crop) else None
-
-
 def reference(p: Plan, x: Any, f: Any, w: Any, magnitude: bool = False) -> np.ndarray:
     """The float64 reference of the repaired call, from the repaired operands: cast to
-    the compute dtype, batch added, zero-padded, then convolved (as TF 2.21's Conv3D
-    kernels compute it where they depart from the definition: ``eigen_conv3d_crop``)."""
+    the compute dtype, batch added, zero-padded, then convolved by the definition (convfix
+    repairs the strided windows TF 2.21's kernels answer otherwise)."""
     xs = as_f64(tf.cast(x, p.dtype))
     fs = as_f64(tf.cast(f, p.dtype))
     ws = None if w is None else as_f64(tf.cast(w, p.dtype))
@@ -360,11 +385,6 @@ def reference(p: Plan, x: Any, f: Any, w: Any, magnitude: bool = False) -> np.nd
     if p.pad_input is not None:
         pairs = [(0, 0), *p.pad_input, (0, 0)] if case.last else [(0, 0), (0, 0), *p.pad_input]
         xs = np.pad(xs, pairs)
-    crop = eigen_conv3d_crop(case, p.dtype)
-    if crop is not None:
-        event("TF 2.21 Conv3D SAME quirk (non-float32) modelled")
-        window = (slice(None), *(slice(c, None) for c in crop), slice(None))
-        xs = xs[window]
     y = ref.conv(
         xs,
         fs,
@@ -581,7 +601,8 @@ def assert_answer_shape(p: Plan, y: Any) -> None:
 @given(case=calls())
 def test_healthy_call_is_tensorflows_answer_bit_for_bit_and_silent(case: Case) -> None:
     p = plan(case)
-    assert not p.repairs and p.shape is not None and p.runs  # healthy draws only
+    assume(not p.repairs)  # the strategy draws healthy calls but for TF's strided windows
+    assert p.shape is not None and p.runs
     x, f, w = operands(case)
     with capture_events() as events:
         y = invoke(patched(case.op), case, x, f, w)
@@ -692,6 +713,34 @@ def test_repairs_compose_as_documented(case: Case) -> None:
     assert_repaired(case)
 
 
+STRIDED_WINDOWS = [  # TF 2.21 answers these with wrong values (README, "Strided windows")
+    Case("conv3d", (1, 9, 1, 1, 1), (1, 1, 1, 1, 1), (3, 1, 1), x_dtype="float64",
+         f_dtype="float64"),  # SAME windows shifted by one (Conv3D outside oneDNN)
+    Case("conv3d", (2, 9, 2, 2, 1), (1, 1, 1, 1, 2), (4, 1, 1), x_dtype="float16",
+         f_dtype="float16"),
+    Case("convolution", (1, 8, 3, 3, 2), (2, 1, 1, 2, 1), (4, 1, 1), x_dtype="bfloat16",
+         f_dtype="bfloat16"),
+    Case("conv2d", (2, 2, 1, 1), (1, 2, 1, 1), (1, 2)),  # oneDNN: rows left unwritten
+    Case("conv2d", (2, 3, 2, 1), (1, 2, 1, 3), (1, 3), padding="VALID", x_dtype="bfloat16",
+         f_dtype="bfloat16"),
+    Case("depthwise_conv2d", (2, 4, 1, 1), (1, 2, 1, 2), (1, 2)),
+]  # fmt: skip
+
+
+@settings(PROFILE, max_examples=4 * len(STRIDED_WINDOWS))
+@given(case=st.sampled_from(STRIDED_WINDOWS))
+def test_strided_windows_tensorflow_answers_wrongly_get_the_definitions_answer(
+    case: Case,
+) -> None:
+    assume(misanswered_windows(case))  # the oneDNN ones only where oneDNN runs
+    event(f"{case.op} {case.x_dtype}")
+    events.reset()  # each example's first repair is written in full, not folded
+    with capture_events() as captured:
+        assert_repaired(case)
+    assert [e["policy"] for e in captured] == ["padding"]
+    assert captured[0]["reason"] in ("negative_same_padding", "collapsed_strided_window")
+
+
 # -- (c) anything else: an error, or the reference's answer ------------------------------
 
 
@@ -727,7 +776,8 @@ def test_any_call_raises_or_answers_as_the_reference(case: Case) -> None:
 
 
 def test_tensorflow_conv3d_same_quirk_is_still_there() -> None:
-    # eigen_conv3d_crop models this TF 2.21 bug; when TensorFlow fixes it, drop the model.
+    # convfix crops such inputs (negative_same_padding); when TensorFlow fixes this, the
+    # repair can go.
     x = tf.reshape(tf.range(1.0, 4.0, dtype=tf.float64), [1, 3, 1, 1, 1])
     f = tf.ones([1, 1, 1, 1, 1], tf.float64)
     with tensorflow_alone():

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import convfix
 from convfix import state
+from convfix.integrations.tensorflow import onednn_enabled
 from convfix.testing import capture_events
 from tests.integration.conftest import unpatched
 from tests.integration.layers import RawConv
@@ -92,6 +93,41 @@ def test_padding_name_in_lower_case_is_upper_cased() -> None:
         y = tf.nn.conv2d(x, k, 1, "same")
     np.testing.assert_array_equal(y.numpy(), conv2d(x, k, 1, "SAME").numpy())
     assert captured[0]["reason"] == "padding_case"
+
+
+# -- strided windows TF 2.21 answers wrongly (owned by padding) ------------------------
+
+
+def test_keras_conv3d_same_stride_answers_by_definition_eager_and_traced() -> None:
+    # SAME with stride 3 over 9 positions reads 0, 3, 6; TF 2.21's Conv3D outside oneDNN
+    # (float64 here) reads 1, 4, 7 unless the input is cropped.
+    x = np.arange(1.0, 10.0).reshape(1, 9, 1, 1, 1)
+    layer = keras.layers.Conv3D(
+        1, 1, strides=3, padding="same", use_bias=False, kernel_initializer="ones",
+        dtype="float64",
+    )  # fmt: skip
+    model = keras.Sequential([keras.Input((9, 1, 1, 1), dtype="float64"), layer])
+    with capture_events() as captured:
+        eager = layer(x).numpy().ravel().tolist()
+        traced = model.predict(x, verbose=0).ravel().tolist()
+    assert eager == traced == [1.0, 4.0, 7.0]
+    assert {(e["reason"], e["graph"]) for e in captured} == {
+        ("negative_same_padding", False),
+        ("negative_same_padding", True),
+    }
+
+
+def test_one_channel_width_collapsed_by_a_stride_is_run_as_its_one_window() -> None:
+    x = tf.reshape(tf.range(1.0, 5.0), [2, 2, 1, 1])
+    k = tf.reshape(tf.constant([10.0, 1.0]), [1, 2, 1, 1])
+    with capture_events() as captured:
+        y = tf.nn.conv2d(x, k, [1, 1, 2, 1], "SAME")
+    assert y.numpy().ravel().tolist() == [10.0, 20.0, 30.0, 40.0]  # oneDNN: [10, 0, 30, 0]
+    if onednn_enabled():  # only oneDNN answers it wrongly, so only oneDNN builds repair it
+        assert captured[0]["reason"] == "collapsed_strided_window"
+        assert captured[0]["after"]["strides"] == [1, 1, 1, 1]
+    else:
+        assert captured == []
 
 
 # -- layout ---------------------------------------------------------------------------

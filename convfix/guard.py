@@ -4,10 +4,11 @@ Always on (unless mode = "off"). It reports structural problems; a policy may ow
 repair (batch_dim, padding); what nobody repairs and is unsafe is refused by the pipeline.
 
 Which calls are unsafe depends on the build: TF 2.21's oneDNN kernels (on by default on
-Intel x86-64 Linux, off on AMD; TF_ENABLE_ONEDNN_OPTS overrides) abort on a wrong input
-rank and answer an empty input or a kernel larger than a VALID input with a tensor of the
-wrong shape. Without oneDNN, TensorFlow raises its own errors for the same calls (measured:
-docs/tf-behaviour.md).
+x86-64 CPUs with AVX-512 VNNI or BF16; TF_ENABLE_ONEDNN_OPTS overrides) abort on a wrong
+input rank and answer an empty input or a kernel larger than a VALID input with a tensor of
+the wrong shape. Without oneDNN, TensorFlow raises its own errors for the same calls. Some
+strided windows are answered with wrong values by either build (strided_windows.py).
+Measured: the README's table "What convfix does with each kind of call".
 """
 
 from __future__ import annotations

@@ -75,6 +75,9 @@ def inspect(call: Call, onednn: bool) -> list[Problem]:
         return [strided_dilation]
     if call.spec.kind == "transpose" or f_shape is None or len(f_shape) != wanted:
         return []  # TensorFlow checks filter ranks itself; transposes take output_shape
+    empty_window = _dilated_past_input(call, spatial, x_shape, f_shape, onednn)
+    if empty_window is not None:
+        return [empty_window]
     return _fit_problems(call, x_shape, f_shape, spatial, onednn) or _window_problems(
         call, x_shape, f_shape, spatial, onednn
     )
@@ -86,6 +89,45 @@ def _window_problems(
     """Strided windows TF 2.21's kernels answer with wrong values (strided_windows.py)."""
     found = strided_windows.problem(call, x_shape, f_shape, spatial, onednn)
     return [found] if found is not None else []
+
+
+def _dilated_past_input(
+    call: Call, spatial: int, x_shape: Shape, f_shape: Shape, onednn: bool
+) -> Problem | None:
+    """tf.nn.conv3d with SAME padding and a dilated kernel longer than the input: some
+    windows then hold no input at all, and TF 2.21's oneDNN Conv3D was measured to corrupt
+    the heap there (glibc aborts the process, at once or later) when a stride is above 1.
+    Refused wherever such a window can exist, strides or not (a sweep found no crash with
+    strides 1, which is a sample, not a proof). tf.nn.convolution dilates another way and is
+    safe; the Eigen Conv3D refuses dilations itself."""
+    if not onednn or call.spec.kind != "conv" or call.spec.spatial != 3:
+        return None
+    if not isinstance(call.padding, str) or call.padding.upper() != "SAME":
+        return None
+    channels_last = call.channels_last()
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    batch_dims = len(x_shape) - spatial - 1
+    sizes = x_shape[batch_dims : batch_dims + spatial] if channels_last else x_shape[-spatial:]
+    if dilations is None or max(dilations) <= 1:
+        return None
+    kernel = effective_kernel(f_shape[:spatial], dilations)
+    longer = [
+        i
+        for i, (n, k, d) in enumerate(zip(sizes, kernel, dilations))
+        if d > 1 and n is not None and k is not None and k > n
+    ]
+    if not longer:
+        return None
+    return Problem(
+        "dilated_kernel_past_input",
+        "guard",
+        "abort",
+        f"{call.spec.name}: SAME padding with dilations {dilations} makes the kernel "
+        f"{kernel} longer than the input's spatial size {sizes}, so some windows hold no "
+        "input; TF 2.21's oneDNN Conv3D corrupts memory there. Use tf.nn.convolution (it "
+        "dilates another way), VALID padding, or dilations 1",
+        {"input_shape": x_shape, "filter_shape": f_shape, "dilations": dilations},
+    )
 
 
 def _strided_dilation(call: Call, spatial: int, x_shape: Shape) -> Problem | None:

@@ -128,9 +128,12 @@ def make_fast_check(
     s_default = inspect.signature(function).parameters[s_name].default if s_name in at else None
     spatial = spec.spatial
     transpose = spec.kind == "transpose"
-    # depthwise and separable give garbage for strides and dilations together: any
+    # depthwise and separable give garbage for strides and dilations together, and oneDNN's
+    # conv3d may corrupt memory for a SAME dilated kernel longer than the input: any
     # dilation sends them to the full check, whatever the padding.
-    dilation_checked_always = spec.kind in ("depthwise", "separable")
+    dilation_checked_always = spec.kind in ("depthwise", "separable") or (
+        caps.onednn and spec.kind == "conv" and spatial == 3
+    )
     # Every name the check reads is a closure variable: on a ~70 us call each attribute
     # lookup saved shows in the ratio.
     eager, symbolic, onednn = caps.eager, caps.symbolic, caps.onednn

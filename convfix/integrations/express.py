@@ -170,6 +170,8 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, filters: FilterShapes) ->
         return lean
     if spec.spatial is None:
         return None  # the rank comes from the filter: the general path reads it
+    if spec.kind == "conv" and spec.spatial == 3:
+        return None  # oneDNN's Conv3D needs its dilations checked: the general path does
     rank = spec.spatial + 2
     if spec.kind == "transpose":  # output_shape is the caller's: any padding is fine
 

@@ -7,6 +7,8 @@ and with convfix (ConvFixError, process alive).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import tensorflow as tf
 
@@ -221,3 +223,34 @@ def test_empty_batch_with_an_impossible_grouping_is_not_answered() -> None:
     # 4 channels / filter in-channels 2 = 2 groups, but 3 output channels do not split in 2
     with pytest.raises((convfix.ConvFixError, tf.errors.InvalidArgumentError)):
         tf.nn.conv2d(tf.zeros([0, 5, 5, 4]), tf.ones([3, 3, 2, 3]), 1, "SAME")
+
+
+# glibc notices the heap corruption at once only with its debugging allocator; without it
+# the process may die later, or run on corrupted.
+MALLOC_DEBUG = "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"
+CONV3D_EMPTY_WINDOW = (
+    "tf.nn.conv3d(tf.ones([1, 1, 5, 2, 2]), tf.ones([2, 3, 1, 2, 2]), [1, 4, 1, 4, 1], 'SAME',"
+    " dilations=[1, 2, 2, 1, 1])"
+)
+
+
+@pytest.mark.subprocess
+def test_conv3d_dilated_kernel_longer_than_the_input_is_refused_before_it_corrupts_memory() -> None:
+    import os
+
+    if not os.path.exists(MALLOC_DEBUG):
+        pytest.skip("glibc's debugging allocator is not installed here")
+    env = {"LD_PRELOAD": MALLOC_DEBUG, "MALLOC_CHECK_": "3"}
+    bare = run_python(CHILD.format(prelude="", call=CONV3D_EMPTY_WINDOW), env=env)
+    assert bare.returncode == -6, f"TensorFlow no longer corrupts memory here: {bare.stdout}"
+    guarded = run_python(CHILD.format(prelude=GUARD_ONLY, call=CONV3D_EMPTY_WINDOW), env=env)
+    assert guarded.returncode == 0, guarded.stderr[-2000:]
+    assert "RAISED ConvFixError" in guarded.stdout
+
+
+def test_conv3d_dilated_past_the_input_names_the_way_that_is_safe() -> None:
+    x, k = tf.ones([1, 1, 5, 2, 2]), tf.ones([2, 3, 1, 2, 2])
+    with pytest.raises(convfix.ConvFixError, match=r"tf\.nn\.convolution"):
+        tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "SAME", dilations=[1, 2, 2, 1, 1])
+    y = tf.nn.convolution(x, k, padding="SAME", dilations=[2, 2, 1])  # dilates by itself
+    assert y.shape == (1, 1, 5, 2, 2)

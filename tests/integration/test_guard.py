@@ -236,8 +236,6 @@ CONV3D_EMPTY_WINDOW = (
 
 @pytest.mark.subprocess
 def test_conv3d_dilated_kernel_longer_than_the_input_is_refused_before_it_corrupts_memory() -> None:
-    import os
-
     if not os.path.exists(MALLOC_DEBUG):
         pytest.skip("glibc's debugging allocator is not installed here")
     env = {"LD_PRELOAD": MALLOC_DEBUG, "MALLOC_CHECK_": "3"}

@@ -10,15 +10,17 @@ README's table and tests/integration/test_properties.py pin them down):
   where TensorFlow's definition starts at 0. Wrong whenever ``total <= -2``. Repair: crop
   each such dimension to the positions the windows read, ``(out - 1) * stride + kernel``:
   the total becomes 0 and every kernel answers the definition.
-- ``collapsed_strided_window``: oneDNN's convolution (TF 2.21, oneDNN 3.7, measured on
-  AVX-512 where it picks its brgemm kernel) leaves output rows unwritten when the input has
-  one channel and the last spatial dimension collapses to a single output through a stride
-  of 2 or more, the other dimensions having stride 1 and at least two outputs. Explicit
-  padding lists are no cure (they run on the same kernel). Repair: pad the input by the
-  call's own padding, cut the last dimension to its one window, and run VALID with stride 1:
-  the same window, the same products, on a geometry that kernel gets right. convfix cannot
-  tell which oneDNN kernel a CPU will pick, so with oneDNN on it repairs every call of this
-  geometry (a rare one: a single-channel input, its width collapsed by a stride).
+- ``single_window_one_channel``: oneDNN's convolutions (TF 2.21, oneDNN 3.7, measured on
+  AVX-512, float32 and bfloat16) leave parts of the answer unwritten when each group has
+  one input channel (a one-channel input; depthwise with a channel multiplier of 2 or
+  more) and some dimension has a single output window that is strided or reaches into
+  padding. The measured conditions are narrower and differ by dtype (float32: the last
+  dimension collapsed by a stride, batch 2 or more; bfloat16 also a padded depth of 1);
+  convfix repairs the wider geometry, since it cannot tell which kernel a CPU will pick.
+  Explicit padding lists are no cure (they run on the same kernel). Repair: pad the input
+  by the call's own padding, cut each such dimension to its one window with stride 1, and
+  run VALID: the same windows, the same products, on a geometry those kernels get right
+  (measured on every wrong case found).
 
 Both repairs are exact: the repaired call reads the same input positions with the same
 kernel taps as TensorFlow's definition of the original.
@@ -102,16 +104,23 @@ def misanswered(
     shifted = kind == "conv" and spatial == 3 and padding == "SAME"
     if shifted and crop_sizes(dims) != [w.size for w in dims]:
         return "negative_same_padding"
-    if not onednn or kind not in ("conv", "depthwise", "separable") or spatial < 2:
+    if not onednn or kind not in ("conv", "depthwise", "separable"):
         return None
-    if channels != 1 or (kind != "conv" and (multiplier or 0) < 2):
-        return None  # measured: depthwise with a channel multiplier of 1 is right
-    *rest, last = dims
-    if last.out != 1 or last.stride < 2 or last.kernel < 2:
+    # One input channel per group: a one-channel input to a plain convolution, or a
+    # depthwise one with a channel multiplier of 2 or more (measured: 1 is right).
+    if (channels != 1) if kind == "conv" else (multiplier or 0) < 2:
         return None
-    if any(w.stride != 1 for w in rest) or not any(w.out >= 2 for w in rest):
+    cut = single_windows(dims)
+    if not any(cut):
         return None
-    return "collapsed_strided_window"
+    if kind != "conv" and any(w.stride != 1 for w, c in zip(dims, cut) if not c):
+        return None  # measured: never wrong there; and depthwise takes equal strides only
+    return "single_window_one_channel"
+
+
+def single_windows(dims: list[Window]) -> list[bool]:
+    """Per dimension: one output whose window is strided or reaches into padding."""
+    return [w.out == 1 and w.kernel >= 2 and (w.stride >= 2 or w.pads != (0, 0)) for w in dims]
 
 
 def crop_sizes(dims: list[Window]) -> list[int]:
@@ -141,10 +150,10 @@ def problem(
         )
     else:
         message = (
-            f"a one-channel input of spatial size {sizes} whose last dimension a stride of "
-            f"{strides[-1]} collapses to one output; TF 2.21's oneDNN kernel leaves rows of "
-            "that answer unwritten. Run it as that one window (VALID, stride 1), or give the "
-            "input a second channel"
+            f"one input channel per group, spatial size {sizes}, strides {strides}: a "
+            "dimension with a single output window that is strided or reaches into padding; "
+            "TF 2.21's oneDNN kernels leave parts of such answers unwritten. Run that "
+            "dimension as its one window (padded explicitly, VALID, stride 1)"
         )
     before = {"input_shape": x_shape, "strides": strides, "padding": _show(call.padding)}
     return Problem(reason, "padding", "garbage", f"{call.spec.name}: {message}", before)

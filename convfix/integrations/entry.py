@@ -179,7 +179,12 @@ def make_fast_check(
         # may be empty at run time: both go to the full path.
         if len(dims) != rank or (onednn and (0 in dims or None in dims)):
             return False
-        if not unit:
+        # oneDNN: one input channel per group (a channel dim of 1, in either layout; a
+        # depthwise multiplier of 2+) may meet its single-window bug at any stride.
+        one_per_group = onednn and (
+            (dims[-1] == 1 or dims[1] == 1) if spec.kind == "conv" else (f_dims[-1] or 0) >= 2
+        )
+        if not unit or (window_risk and one_per_group):
             fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
             rates = (args[at[d]] if n > at[d] else kwargs.get(d) for d in d_names)
             rate = next((r for r in rates if r is not None), None)

@@ -55,8 +55,8 @@ class PaddingPolicy:
             return f"use padding {str(problem.before['padding']).upper()!r}"
         if problem.reason == "negative_same_padding":
             return "crop the input to the positions the windows read"
-        if problem.reason == "collapsed_strided_window":
-            return "run the collapsed dimension as its one window (VALID, stride 1)"
+        if problem.reason == "single_window_one_channel":
+            return "run each single-window dimension as that window (padded, VALID, stride 1)"
         if self.settings.strategy == "same":
             return "run with padding 'SAME'"
         return f"zero-pad the input by {self._extra(call)} per spatial dimension"
@@ -73,7 +73,7 @@ class PaddingPolicy:
             )
         if problem.reason == "negative_same_padding":
             return _crop_to_windows(call)
-        if problem.reason == "collapsed_strided_window":
+        if problem.reason == "single_window_one_channel":
             return _one_window(call)
         if self.settings.strategy == "same":
             return Repair(
@@ -126,32 +126,36 @@ def _crop_to_windows(call: Call) -> Repair:
 
 
 def _one_window(call: Call) -> Repair:
-    """collapsed_strided_window: pad by the call's own padding, cut the last dimension to
-    its single window, run VALID with stride 1 everywhere (the other strides are 1)."""
+    """single_window_one_channel: pad by the call's own padding, cut each single-window
+    dimension to that window with stride 1, run VALID (the other strides as they were)."""
     spatial, dims, x_shape = _windows(call)
     last = call.channels_last()
     lead = len(x_shape) - spatial - 1 if last else len(x_shape) - spatial
     pairs = [[lo, hi] for lo, hi in (w.pads for w in dims)]
     pads = [[0, 0]] * lead + pairs + ([[0, 0]] if last else [])
-    window = slice(0, dims[-1].kernel)
-    index = (Ellipsis, window, slice(None)) if last else (Ellipsis, window)
+    cut = strided_windows.single_windows(dims)
+    window = tuple(slice(0, w.kernel) if c else slice(None) for w, c in zip(dims, cut))
+    index = (Ellipsis, *window, slice(None)) if last else (Ellipsis, *window)
 
     def one_window(x: Any) -> Any:
         return tf.pad(_as_tensor(x), pads)[index]
 
-    params = call.spec
-    ones: Any = [1] * spatial if params.name.endswith("convolution") else [1] * (spatial + 2)
-    strides = params.strides_param or "strides"
+    spec = call.spec
+    steps = [1 if c else w.stride for w, c in zip(dims, cut)]
+    strides: Any = steps if spec.name.endswith("convolution") else (
+        [1, *steps, 1] if last else [1, 1, *steps]
+    )  # fmt: skip
+    param = spec.strides_param or "strides"
     windowed = one_window(call.input)
-    after = {"input_shape": static_shape(windowed), "padding": "VALID", "strides": ones}
+    after = {"input_shape": static_shape(windowed), "padding": "VALID", "strides": strides}
     return Repair(
-        call.replace(input=windowed, **{params.padding_param: "VALID", strides: ones}),
+        call.replace(input=windowed, **{spec.padding_param: "VALID", param: strides}),
         "one_window",
         after,
         rewrites={
             call.input_name: one_window,
-            params.padding_param: lambda _: "VALID",
-            strides: lambda _: ones,
+            spec.padding_param: lambda _: "VALID",
+            param: lambda _: strides,
         },
     )
 

@@ -134,5 +134,5 @@ def test_the_quick_check_clears_a_healthy_same_call_and_not_a_rank_three_input(
     assert not quick(tf.ones([1, 5, 5, 3]), K32, "VALID", 1)  # the kernel fit: the full check
     assert not quick(tf.ones([5, 5, 3]).numpy(), K32, "SAME", 1)  # not a tensor
     assert quick(tf.ones([5, 5, 3]), K32, "SAME", 1) is (not onednn)  # TF raises without oneDNN
-    # oneDNN: a strided call may be one whose answer the general path must look at
-    assert quick(tf.ones([1, 5, 5, 3]), K32, "SAME", 2) is (not onednn)
+    # oneDNN: a one-channel input may be one whose answer the general path must look at
+    assert quick(tf.ones([1, 5, 5, 1]), tf.ones([3, 3, 1, 2]), "SAME", 1) is (not onednn)

@@ -221,7 +221,9 @@ def unit_strides(strides: Any) -> bool:
     """Strides of 1 everywhere, in any form TensorFlow takes (None: the default, 1)."""
     if strides is None or (type(strides) is int and strides == 1):
         return True
-    return type(strides) in (list, tuple) and all(v == 1 for v in strides)
+    # Plain ints only: it runs in the express lane, where nothing may raise (an array's
+    # `== 1` would); anything else just takes the general path.
+    return type(strides) in (list, tuple) and all(type(v) is int and v == 1 for v in strides)
 
 
 def _misanswered(

@@ -7,6 +7,7 @@ import threading
 import traceback
 from typing import Any
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from hypothesis import given, settings
@@ -136,3 +137,14 @@ def test_the_quick_check_clears_a_healthy_same_call_and_not_a_rank_three_input(
     assert quick(tf.ones([5, 5, 3]), K32, "SAME", 1) is (not onednn)  # TF raises without oneDNN
     # oneDNN: a one-channel input may be one whose answer the general path must look at
     assert quick(tf.ones([1, 5, 5, 1]), tf.ones([3, 3, 1, 2]), "SAME", 1) is (not onednn)
+
+
+def test_odd_argument_types_go_to_the_general_path_instead_of_raising() -> None:
+    x = tf.ones([1, 5, 5, 3])
+    caps = _caps(onednn=False)
+    quick = express.make_quick_check(V2_SPECS["conv3d"], caps, FilterShapes(caps))
+    assert quick is not None
+    assert not quick(x, K32, np.array(["SAME", "SAME"]), 1)
+    assert not quick(x, K32, "SAME", [np.array([1, 1])] * 5)
+    y = tf.nn.conv2d(x, K32, np.int64(1), "SAME")  # TensorFlow takes a NumPy stride
+    assert y.shape == (1, 5, 5, 2)

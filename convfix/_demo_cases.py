@@ -36,6 +36,8 @@ class DemoCase:
     """The shape a faithful answer to the call has: other shapes are shown as wrong."""
     expect_shape: tuple[int, ...] | None = None
     """The result's shape with convfix when a policy changes the call; else correct_shape."""
+    correct_values: tuple[float, ...] | None = None
+    """The values a faithful answer has (small results): others are shown as wrong."""
     same_as_without: bool = False
     """With convfix the result must be the very one TensorFlow gives alone."""
     env: Mapping[str, str] = field(default_factory=dict)
@@ -82,6 +84,17 @@ CASES: tuple[DemoCase, ...] = (
         correct_shape=(2, 8, 8, 4),
     ),
     DemoCase(
+        "one channel, strided window",
+        "input [2, 2, 1, 1], kernel [1, 2, 1, 1], strides [1, 1, 2, 1], SAME: oneDNN leaves "
+        "rows of the answer unwritten",
+        "x = tf.reshape(tf.range(1.0, 5.0), [2, 2, 1, 1])\n"
+        "k = tf.reshape(tf.constant([10.0, 1.0]), [1, 2, 1, 1])\n"
+        'y = tf.nn.conv2d(x, k, [1, 1, 2, 1], "SAME")',
+        expect_with=("ok", "float32"),
+        correct_shape=(2, 2, 1, 1),
+        correct_values=(10.0, 20.0, 30.0, 40.0),
+    ),
+    DemoCase(
         "batch or channel missing?",
         "input [32, 28, 28], filter [3, 3, 1, 8]: one image, or 32 without channels?",
         'y = tf.nn.conv2d(tf.ones([32, 28, 28]), tf.ones([3, 3, 1, 8]), 1, "SAME")',
@@ -110,6 +123,7 @@ class Outcome:
     message: str = ""
     digest: str = ""  # of the result's bytes: "same result" means the same values
     pid: int = field(default=0, compare=False)
+    values: tuple[float, ...] = field(default=(), compare=False)  # small results only
 
 
 _CHILD = """\
@@ -132,7 +146,8 @@ except Exception as error:
     _report(kind="error", type=type(error).__name__, message=lines[0][:400] if lines else "")
 else:
     digest = hashlib.sha256(y.numpy().tobytes()).hexdigest()[:16]
-    _report(kind="ok", shape=list(y.shape), dtype=y.dtype.name, digest=digest)
+    small = [float(v) for v in y.numpy().ravel()] if y.shape.num_elements() <= 16 else []
+    _report(kind="ok", shape=list(y.shape), dtype=y.dtype.name, digest=digest, values=small)
 """
 
 
@@ -167,7 +182,12 @@ def run_child(case: DemoCase, with_convfix: bool, env: Mapping[str, str]) -> Out
             got = json.loads(line[len(_MARKER) :])
             if got["kind"] == "ok":
                 return Outcome(
-                    "ok", got["dtype"], tuple(got["shape"]), digest=got["digest"], pid=got["pid"]
+                    "ok",
+                    got["dtype"],
+                    tuple(got["shape"]),
+                    digest=got["digest"],
+                    pid=got["pid"],
+                    values=tuple(got.get("values", ())),
                 )
             return Outcome("error", got["type"], message=got["message"], pid=got["pid"])
     last = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -73,11 +73,20 @@ def misshapen(outcome: Outcome, wanted: tuple[int, ...] | None) -> bool:
     return outcome.kind == "ok" and wanted is not None and outcome.shape != wanted
 
 
-def describe(outcome: Outcome, wanted: tuple[int, ...] | None) -> str:
+def wrong_values(outcome: Outcome, case: DemoCase) -> bool:
+    """A result of the right size whose values are not the ones the call should give."""
+    want = case.correct_values
+    if outcome.kind != "ok" or want is None or len(outcome.values) != len(want):
+        return False
+    return any(abs(a - b) > 1e-3 * max(1.0, abs(b)) for a, b in zip(outcome.values, want))
+
+
+def describe(outcome: Outcome, wanted: tuple[int, ...] | None, case: DemoCase) -> str:
     """The table cell for one outcome."""
     if outcome.kind != "ok":
         return outcome.detail
-    return f"{outcome.shape} {outcome.detail}" + (" WRONG SHAPE" * misshapen(outcome, wanted))
+    text = f"{outcome.shape} {outcome.detail}" + (" WRONG SHAPE" * misshapen(outcome, wanted))
+    return text + (" WRONG VALUES" * wrong_values(outcome, case))
 
 
 def mismatch(case: DemoCase, without: Outcome, with_: Outcome) -> str | None:
@@ -87,6 +96,8 @@ def mismatch(case: DemoCase, without: Outcome, with_: Outcome) -> str | None:
         return f"expected {kind} {detail}, got {with_.kind} {with_.detail}"
     if misshapen(with_, wanted_shape(case, True)):
         return f"expected shape {wanted_shape(case, True)}, got {with_.shape}"
+    if wrong_values(with_, case):
+        return f"expected values {case.correct_values}, got {with_.values}"
     if case.same_as_without and with_ != without:
         return "expected the very result TensorFlow gives without convfix"
     return None
@@ -109,15 +120,19 @@ def table(
     colours = []  # (without, with) per case: red marks what went wrong
     for i, case in enumerate(cases):
         without, with_ = outcomes[i, False], outcomes[i, True]
-        left = describe(without, case.correct_shape)
-        right = describe(with_, wanted_shape(case, True))
+        left = describe(without, case.correct_shape, case)
+        right = describe(with_, wanted_shape(case, True), case)
         if case.same_as_without and with_ == without:
             right = "same result"
         policies = sorted({r.split("/")[0] for r in repairs.get(with_.pid, [])})
         right += f" [{', '.join(policies)}]" if policies else ""
         wrong = mismatch(case, without, with_) is not None
         rows.append((case.name, _cut(left, _CELL), right + (" <- NOT AS EXPECTED" * wrong)))
-        bad_left = without.kind != "ok" or misshapen(without, case.correct_shape)
+        bad_left = (
+            without.kind != "ok"
+            or misshapen(without, case.correct_shape)
+            or wrong_values(without, case)
+        )
         colours.append(("red" if bad_left else "dim", "red" if wrong else "green"))
     widths = [max(len(row[c]) for row in rows) for c in range(3)]
     head = "  ".join(h.ljust(w) for h, w in zip(rows[0], widths)).rstrip()
@@ -144,6 +159,9 @@ def details(cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs) -> 
             if misshapen(outcome, wanted_shape(case, side)):
                 should = "expected" if side else "a correct result has shape"
                 text += f"returned {outcome.shape}; {should} {wanted_shape(case, side)}"
+            elif wrong_values(outcome, case):
+                right = list(case.correct_values or ())
+                text += f"returned {list(outcome.values)}; a correct result is {right}"
             elif outcome.kind == "ok" and text:
                 text += f"returned {outcome.shape} {outcome.detail}"
             elif outcome.message:
@@ -244,7 +262,8 @@ def main(user_config: Path | None = None) -> int:
         f"convfix demo: {len(CASES)} kinds of bad convolution call, each run without and with "
         f"convfix\n  {_tf_version()}, Python {sys.version.split()[0]}; each call runs in its own "
         "Python process.\n  TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's oneDNN kernels, its default "
-        "on Intel x86-64 CPUs,\n  where these calls abort the process or return wrong shapes.\n"
+        "on x86-64 CPUs with AVX-512\n  VNNI or BF16, where these calls abort the process or "
+        "return wrong shapes or values.\n"
         f"  'with convfix' = `import convfix.auto` first, config {config}\n"
         f"  ({origin})\n",
         flush=True,

@@ -181,9 +181,11 @@ def _onednn(enabled: object, env: Mapping[str, str]) -> Finding:
         return Finding("oneDNN", "info", f"{shown}; whether TensorFlow uses it is unknown")
     state = "on" if enabled else "off"
     why = (
-        "bad calls can abort the process or return wrong shapes; convfix's guard stops them"
+        "bad calls can abort the process or return wrong shapes or values; convfix's guard "
+        "stops them"
         if enabled
-        else "bad calls raise TensorFlow's own errors"
+        else "bad calls mostly raise TensorFlow's own errors (convfix still crops conv3d's "
+        "strided SAME windows)"
     )
     return Finding("oneDNN", "info", f"{state}: {shown}, IsMklEnabled() is {enabled}; {why}")
 

@@ -85,3 +85,8 @@ def output_size(
         return None
     lo, hi = padding if isinstance(padding, tuple) else (0, 0)
     return (size + lo + hi - kernel + stride) // stride
+
+
+def shown_padding(padding: Any) -> Any:
+    """Padding as events and messages show it: a name as is, an explicit list as text."""
+    return padding if isinstance(padding, str) else str(padding)

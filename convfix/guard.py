@@ -20,6 +20,7 @@ from convfix.geometry import (
     effective_kernel,
     explicit_pads,
     per_spatial,
+    shown_padding,
     static_shape,
 )
 from convfix.ops import default_data_format
@@ -181,7 +182,11 @@ def _fit_problems(
                     f"{'dilated ' if any(d > 1 for d in dilations) else ''}kernel "
                     f"{kernel} with padding {padding!r}; each spatial size must be at least "
                     "the kernel's (or use padding 'SAME')",
-                    {"input_shape": x_shape, "filter_shape": f_shape, "padding": _show(padding)},
+                    {
+                        "input_shape": x_shape,
+                        "filter_shape": f_shape,
+                        "padding": shown_padding(padding),
+                    },
                 )
             ]
     if onednn and any(d == 0 for d in x_shape):
@@ -199,7 +204,3 @@ def _fit_problems(
 
 def _is_valid(padding: object) -> bool:
     return isinstance(padding, str) and padding.upper() == "VALID"
-
-
-def _show(padding: object) -> object:
-    return padding if isinstance(padding, str) else str(padding)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convfix.call import Call
-from convfix.geometry import Shape, effective_kernel, explicit_pads, per_spatial
+from convfix.geometry import Shape, effective_kernel, explicit_pads, per_spatial, shown_padding
 from convfix.policies.base import Problem
 
 
@@ -155,12 +155,8 @@ def problem(
             "TF 2.21's oneDNN kernels leave parts of such answers unwritten. Run that "
             "dimension as its one window (padded explicitly, VALID, stride 1)"
         )
-    before = {"input_shape": x_shape, "strides": strides, "padding": _show(call.padding)}
+    before = {"input_shape": x_shape, "strides": strides, "padding": shown_padding(call.padding)}
     return Problem(reason, "padding", "garbage", f"{call.spec.name}: {message}", before)
-
-
-def _show(padding: Any) -> Any:
-    return padding if isinstance(padding, str) else str(padding)
 
 
 def _overshoot(w: Window) -> int:

@@ -21,7 +21,13 @@ import tensorflow as tf
 from convfix import strided_windows
 from convfix.call import Call
 from convfix.config import PaddingPolicyConfig
-from convfix.geometry import effective_kernel, explicit_pads, per_spatial, static_shape
+from convfix.geometry import (
+    effective_kernel,
+    explicit_pads,
+    per_spatial,
+    shown_padding,
+    static_shape,
+)
 from convfix.guard import spatial_rank
 from convfix.policies.base import Problem, Repair
 
@@ -87,7 +93,7 @@ class PaddingPolicy:
         pairs = [[0, 0], *extra, [0, 0]] if call.channels_last() else [[0, 0], [0, 0], *extra]
         batch_dims = len(static_shape(call.input) or []) - spatial - 2
         padded = tf.pad(call.input, [[0, 0]] * batch_dims + pairs)
-        after = {"input_shape": static_shape(padded), "padding": _show(call.padding)}
+        after = {"input_shape": static_shape(padded), "padding": shown_padding(call.padding)}
         return Repair(call.replace(input=padded), "zero_pad_input", after)
 
     def _extra(self, call: Call) -> list[list[int]]:
@@ -109,11 +115,9 @@ class PaddingPolicy:
 
 def _crop_to_windows(call: Call) -> Repair:
     """negative_same_padding: cut each dimension to the positions its windows read."""
-    spatial, dims, x_shape = _windows(call)
+    _, dims, _ = _windows(call)
     crop = strided_windows.crop_sizes(dims)
-    lead = len(x_shape) - spatial - 1 if call.channels_last() else len(x_shape) - spatial
-    cuts = tuple(slice(0, n) for n in crop)
-    index = (*[slice(None)] * lead, *cuts) if call.channels_last() else (Ellipsis, *cuts)
+    index = _spatial_index([slice(0, n) for n in crop], call.channels_last())
 
     def crop_input(x: Any) -> Any:
         return _as_tensor(x)[index]
@@ -134,17 +138,19 @@ def _one_window(call: Call) -> Repair:
     pairs = [[lo, hi] for lo, hi in (w.pads for w in dims)]
     pads = [[0, 0]] * lead + pairs + ([[0, 0]] if last else [])
     cut = strided_windows.single_windows(dims)
-    window = tuple(slice(0, w.kernel) if c else slice(None) for w, c in zip(dims, cut))
-    index = (Ellipsis, *window, slice(None)) if last else (Ellipsis, *window)
+    index = _spatial_index(
+        [slice(0, w.kernel) if c else slice(None) for w, c in zip(dims, cut)], last
+    )
 
     def one_window(x: Any) -> Any:
         return tf.pad(_as_tensor(x), pads)[index]
 
     spec = call.spec
     steps = [1 if c else w.stride for w, c in zip(dims, cut)]
-    strides: Any = steps if spec.name.endswith("convolution") else (
-        [1, *steps, 1] if last else [1, 1, *steps]
-    )  # fmt: skip
+    # tf.nn.convolution takes one stride per spatial dimension, the others one per dimension.
+    strides: Any = [1, *steps, 1] if last else [1, 1, *steps]
+    if spec.name.endswith("convolution"):
+        strides = steps
     param = spec.strides_param or "strides"
     windowed = one_window(call.input)
     after = {"input_shape": static_shape(windowed), "padding": "VALID", "strides": strides}
@@ -170,9 +176,10 @@ def _windows(call: Call) -> tuple[int, list[strided_windows.Window], list[int | 
     return spatial, dims, x_shape
 
 
+def _spatial_index(cuts: list[slice], channels_last: bool) -> tuple[Any, ...]:
+    """An index taking ``cuts`` of the spatial dimensions, whatever leads them."""
+    return (Ellipsis, *cuts, slice(None)) if channels_last else (Ellipsis, *cuts)
+
+
 def _as_tensor(x: Any) -> Any:
     return x if isinstance(x, (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(x)
-
-
-def _show(padding: Any) -> Any:
-    return padding if isinstance(padding, str) else str(padding)

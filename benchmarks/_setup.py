@@ -92,7 +92,7 @@ def unpatched(*targets: tuple[str, str]) -> Iterator[None]:
 def environment() -> dict[str, str]:
     """What a reader needs to judge the numbers: versions, CPUs, oneDNN, convfix's mode."""
     tf = prepare()
-    from convfix import state
+    from convfix import runtime
 
     try:
         from tensorflow.python.util import _pywrap_util_port
@@ -107,7 +107,7 @@ def environment() -> dict[str, str]:
         "python": sys.version.split()[0],
         "cpus": f"{os.cpu_count()} (usable {len(os.sched_getaffinity(0))})",
         "onednn": f"{onednn} (TF_ENABLE_ONEDNN_OPTS={opts})",
-        "convfix_mode": state.config().mode,
+        "convfix_mode": runtime.config().mode,
         "events": os.environ.get(EVENTS_VAR, ""),
         "load_average": load,
     }
@@ -125,6 +125,7 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
     try:
         from convfix.integrations import tensorflow as tf_integration
         from convfix.integrations.entry import FilterShapes, make_fast_check
+        from convfix.memory import Memory
 
         spec = tf_integration.ENTRY_MODULES[module_name][attribute]
         module = sys.modules[module_name]
@@ -132,7 +133,7 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
         caps = tf_integration.caps
         if caps is None or original(wrapper) is wrapper:
             return None
-        fast = make_fast_check(spec, original(wrapper), caps, FilterShapes(caps))
+        fast = make_fast_check(spec, original(wrapper), caps, FilterShapes(caps), Memory())
         quick = getattr(wrapper, "__convfix_quick__", None)
         signature = inspect.signature(original(wrapper))
     except Exception:  # convfix's internals moved: say "unknown" rather than fail the run

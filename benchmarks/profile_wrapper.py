@@ -57,13 +57,14 @@ def build() -> Parts:
     tf = prepare()
     from convfix.integrations import tensorflow as tf_integration
     from convfix.integrations.entry import FilterShapes, make_fast_check
+    from convfix.memory import Memory
     from convfix.ops import V2_SPECS
 
     caps = tf_integration.caps
     if caps is None:
         raise SystemExit("convfix did not patch TensorFlow: nothing to profile")
     tf_conv2d = original(tf.nn.conv2d)
-    fast = make_fast_check(V2_SPECS["conv2d"], tf_conv2d, caps, FilterShapes(caps))
+    fast = make_fast_check(V2_SPECS["conv2d"], tf_conv2d, caps, FilterShapes(caps), Memory())
     quick = getattr(tf.nn.conv2d, "__convfix_quick__", None)  # the express lane's check
     k, seed = tf.random.normal(TINY_K), tf.random.normal(TINY_X)
     return Parts(k, seed, fast, quick, tf.nn.conv2d, tf_conv2d)
@@ -89,9 +90,9 @@ def isolated_ns(fn: Callable[[Any], object], items: Sequence[Any]) -> float:
 
 def isolated(p: Parts, n: int) -> list[tuple[str, float]]:
     """Each part alone in a micro-loop, on one tensor (its TensorShape cached)."""
-    from convfix import state
+    from convfix import runtime
 
-    flags = state.flags
+    flags = runtime.flags
     items = [p.seed] * n
     k = p.k
     gate = lambda x: flags.fast  # noqa: E731

@@ -10,7 +10,7 @@ import os
 
 from convfix.config import Config, load_config
 from convfix.errors import ConfigError, ConvFixError
-from convfix.state import override
+from convfix.runtime import override
 
 __all__ = [
     "Config",

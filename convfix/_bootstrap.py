@@ -13,7 +13,7 @@ from types import ModuleType
 
 import wrapt
 
-from convfix import events, state
+from convfix import events, runtime
 from convfix.config import Config, load_config
 from convfix.errors import ConfigError
 
@@ -31,7 +31,7 @@ def activate(config_path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(
             f"events.path: cannot open {config.events.path!r} for writing ({error.strerror})"
         ) from error
-    state.set_config(config)
+    runtime.set_config(config)
     _armed = True
     if not _hooks_registered:
         _hooks_registered = True
@@ -50,7 +50,7 @@ def deactivate() -> int:
     """Restore TensorFlow's original functions; returns how many were restored."""
     global _armed
     _armed = False
-    state.stop()
+    runtime.stop()
     if "convfix.integrations.tensorflow" not in sys.modules:
         return 0
     from convfix.integrations import tensorflow as tf_integration
@@ -88,8 +88,8 @@ def _patch_tensorflow(module: ModuleType) -> None:
             component="tensorflow",
             version=version,
         )
-    if state.config().gpu.memory_growth:  # also when re-patched with a new config
-        from convfix import gpu
+    if runtime.config().gpu.memory_growth:  # also when re-patched with a new config
+        from convfix.integrations import gpu
 
         gpu.apply_memory_growth(module)
     if tf_integration.is_patched():
@@ -110,7 +110,7 @@ def _patch_tensorflow(module: ModuleType) -> None:
         wrapped=len(done),
         ops=sorted({p.attribute for p in done}),
         onednn=bool(caps and caps.onednn),
-        mode=state.config().mode,
+        mode=runtime.config().mode,
     )
 
 

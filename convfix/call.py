@@ -1,4 +1,8 @@
-"""The bound call: one convolution's arguments, as the user gave them, by role.
+"""The bound call and the value types every stage shares.
+
+``Call``: one convolution's arguments, as the user gave them, by role. ``Problem``: one
+thing wrong with a call (the guard's and the policies' finding). ``Repair``: what a policy
+did about one. ``Binder``: turns a function's positional and keyword arguments into a Call.
 
 Binding happens only off the fast path (see integrations/entry.py): a call that the
 cheap check proves healthy is never bound.
@@ -9,11 +13,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from convfix.geometry import Shape
 from convfix.ops import OpSpec, default_data_format
-
-Shape = list[int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +29,6 @@ class Call:
     filter_name: str
     graph: bool = False  # traced inside tf.function (no eager values)
     layer: str | None = None  # the Keras layer making the call, where there is one
-    notes: tuple[str, ...] = field(default=())  # repairs applied so far, for events
 
     @property
     def input(self) -> Any:
@@ -77,9 +79,63 @@ class Call:
         merged = dict(self.arguments)
         for key, value in arguments.items():
             merged[roles.get(key, key)] = value
-        return Call(
-            self.spec, merged, self.input_name, self.filter_name, self.graph, self.layer, self.notes
-        )
+        return Call(self.spec, merged, self.input_name, self.filter_name, self.graph, self.layer)
+
+
+def spatial_rank(call: Call, filter_shape: Shape | None, input_shape: Shape | None) -> int | None:
+    """N for an N-d convolution: from the op, else from the filter, else the input."""
+    if call.spec.spatial is not None:
+        return call.spec.spatial
+    if filter_shape is not None:
+        return len(filter_shape) - 2
+    if input_shape is not None:
+        return len(input_shape) - 2
+    return None
+
+
+# What TensorFlow itself would do with the unrepaired call:
+#   "abort"   - the process dies (SIGABRT in a oneDNN kernel)
+#   "garbage" - a result of the wrong shape, silently
+#   "answered" - TensorFlow answers by itself: its own error, or a correct result
+Hazard = Literal["abort", "garbage", "answered"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a call, found before dispatch."""
+
+    reason: str  # stable snake_case code, e.g. "dtype_mismatch"
+    owner: str  # the policy that can repair it, or "guard"
+    hazard: Hazard
+    message: str  # names the argument, its shape or dtype, and what would be valid
+    before: Mapping[str, Any] = field(default_factory=dict)
+    # Strict mode may run the call to chain TensorFlow's own error: not one over a memory
+    # budget, which is what the budget is there to prevent.
+    probe: bool = True
+
+    @property
+    def unsafe(self) -> bool:
+        """TensorFlow would crash or answer wrongly: never dispatch it unrepaired."""
+        return self.hazard != "answered"
+
+
+PostProcess = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """What a policy did: the new call, how to finish the result, and what to log."""
+
+    call: Call
+    action: str
+    after: Mapping[str, Any]
+    finish: PostProcess | None = None  # applied to the result (e.g. cast back, squeeze)
+    # The same repair as argument rewrites (parameter name -> new value from the old one),
+    # when it is exactly that: a remembered plan then replays it without binding the call.
+    rewrites: Mapping[str, Callable[[Any], Any]] | None = None
+    # Runs the repaired call in place of one TensorFlow call (split_batch's chunks): given
+    # the function that sends one call to TensorFlow, returns the result.
+    run: Callable[[Callable[[Call], Any]], Any] | None = None
 
 
 _MISSING = object()

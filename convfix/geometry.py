@@ -6,6 +6,7 @@ a ``.shape`` (TensorShape, tuple) or to be nested sequences.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,3 +91,15 @@ def output_size(
 def shown_padding(padding: Any) -> Any:
     """Padding as events and messages show it: a name as is, an explicit list as text."""
     return padding if isinstance(padding, str) else str(padding)
+
+
+def shape_values(value: Any) -> list[int] | None:
+    """A transpose's ``output_shape`` as ints (list, tuple, NumPy, TensorShape, tensor);
+    None when it is known only at run time."""
+    tf = sys.modules.get("tensorflow")  # a tensor exists only once TensorFlow is imported
+    if tf is not None and isinstance(value, tf.Tensor):
+        value = tf.get_static_value(value)
+    try:
+        return [int(v) for v in value]
+    except (TypeError, ValueError):
+        return None

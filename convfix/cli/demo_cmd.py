@@ -1,6 +1,6 @@
-"""``convfix demo``: :mod:`convfix.demo`, the README's first command, under the CLI.
+"""``convfix demo``: :mod:`convfix.cli.demo`, the README's first command, under the CLI.
 
-By default the demo is exactly ``python -m convfix.demo``: its own embedded configuration
+By default the demo is exactly ``python -m convfix.cli.demo``: its own embedded configuration
 (the built-in defaults, events to a temporary file), ignoring ``./convfix.toml`` and
 ``CONVFIX_*`` variables. ``--config FILE`` runs the "with convfix" side under FILE instead
 (events still go to the demo's own file, where its summary reads them). A configuration
@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def main(args: argparse.Namespace) -> int:
     """Run the demo; its exit status is the demo's own."""
-    from convfix import demo
+    from convfix.cli import demo
 
     if args.config is None:
         return demo.main()

@@ -20,9 +20,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from convfix import state
+from convfix import runtime
+from convfix.guard.windows import misanswered, windows_of
+from convfix.memory import Memory
 from convfix.ops import OpSpec
-from convfix.strided_windows import misanswered, windows_of
 
 FastCheck = Callable[[tuple[Any, ...], dict[str, Any]], bool]
 Recover = Callable[[tuple[Any, ...], dict[str, Any], Exception], Any]
@@ -60,36 +61,16 @@ class FilterShapes:
     change (unknown dimensions) are not remembered.
     """
 
-    __slots__ = ("_caps", "_entries", "flagged", "routed")
+    __slots__ = ("_caps", "_entries")
     limit = 512
 
     def __init__(self, caps: Capabilities) -> None:
         self._caps = caps
         self._entries: dict[int, tuple[weakref.ref[Any], tuple[int, ...]]] = {}
-        # ids of filters whose calls were repaired: they go to the slow path, where the
-        # replay table answers them without waiting for TensorFlow to refuse first. (An id
-        # reused by a new filter only sends that filter the slow way: slower, still right.)
-        self.flagged: set[int] = set()
-        # Per-example input shapes (the input's dims after the batch) for which recovery
-        # learned something (a chunk size, a device): calls with them take the slow path,
-        # where the learned table is read, whatever their filter object is.
-        self.routed: set[tuple[int | None, ...]] = set()
 
     @property
     def entries(self) -> dict[int, tuple[weakref.ref[Any], tuple[int, ...]]]:
         return self._entries
-
-    def flag(self, value: Any) -> None:
-        """Calls with this filter were repaired: route them to the replay."""
-        if len(self.flagged) >= self.limit:
-            self.flagged.clear()
-        self.flagged.add(id(value))
-
-    def route(self, input_dims: tuple[int | None, ...]) -> None:
-        """Recovery learned something for inputs of these per-example dims."""
-        if len(self.routed) >= self.limit:
-            self.routed.clear()
-        self.routed.add(input_dims)
 
     def learn(self, value: Any) -> tuple[int, ...] | None:
         if type(value) not in self._caps.filter_types:
@@ -105,7 +86,11 @@ class FilterShapes:
 
 
 def make_fast_check(
-    spec: OpSpec, function: Callable[..., Any], caps: Capabilities, filters: FilterShapes
+    spec: OpSpec,
+    function: Callable[..., Any],
+    caps: Capabilities,
+    filters: FilterShapes,
+    memory: Memory,
 ) -> FastCheck:
     """A check that returns True only for calls TensorFlow certainly answers by itself,
     rightly or with its own error: a tensor input of the exact rank, a filter of known
@@ -140,8 +125,8 @@ def make_fast_check(
     known = filters.entries
     learn = filters.learn
     direct = caps.direct_filter_types
-    flagged = filters.flagged
-    routed = filters.routed
+    flagged = memory.flagged
+    routed = memory.routed
     # Without oneDNN nothing aborts and a SAME call cannot come back wrongly shaped: a wrong
     # rank, dtype or padding name makes TensorFlow raise, and recovery repairs it then. So
     # a SAME call on that build needs only its input's type checked.
@@ -258,7 +243,7 @@ def make_general(
     recovery from its error; anything the fast check cannot clear takes the slow path."""
 
     def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not state.enabled():
+        if not runtime.enabled():
             return original(*args, **kwargs)
         if flags.budget:  # every call's bytes are checked against the budget
             return slow(args, kwargs)
@@ -273,7 +258,7 @@ def make_general(
         except Exception as error:  # zero cost until raised (CPython 3.11+)
             return recover(args, kwargs, error)
 
-    flags = state.flags
+    flags = runtime.flags
     return general
 
 

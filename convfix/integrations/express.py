@@ -35,8 +35,9 @@ import linecache
 from collections.abc import Callable
 from typing import Any
 
-from convfix import state
-from convfix.integrations.entry import Capabilities, FilterShapes, unit_strides
+from convfix import runtime
+from convfix.integrations.entry import Capabilities, unit_strides
+from convfix.memory import Memory
 from convfix.ops import OpSpec
 
 General = Callable[[tuple[Any, ...], dict[str, Any]], Any]
@@ -67,7 +68,7 @@ def build(
     original: Callable[..., Any],
     spec: OpSpec,
     caps: Capabilities,
-    filters: FilterShapes,
+    memory: Memory,
     general: General,
     recover: Recover,
 ) -> Callable[..., Any] | None:
@@ -80,7 +81,7 @@ def build(
     strides = spec.strides_param or ""
     if not {x, f, padding, strides} <= set(names) or _RESERVED.intersection(names):
         return None  # not the signature the table describes, or a name the template reads
-    quick = make_quick_check(spec, caps, filters)
+    quick = make_quick_check(spec, caps, memory)
     if quick is None:
         return None
     defaults = {f"_default_{p.name}": p.default for p in parameters if p.default is not p.empty}
@@ -138,14 +139,14 @@ def _plain_parameters(original: Callable[..., Any]) -> list[inspect.Parameter] |
     return parameters
 
 
-def make_quick_check(spec: OpSpec, caps: Capabilities, filters: FilterShapes) -> Quick | None:
+def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick | None:
     """A check of the input, the filter and the padding, true only for calls the general
     path's fast check would also clear; None where no cheap check exists for ``spec``."""
     if spec.kind in ("depthwise", "separable") or caps.eager not in caps.direct_filter_types:
         return None  # their dilations need checking; or shapes are not read directly here
-    flags, checking = state.flags, state.checking
+    flags, checking = runtime.flags, runtime.checking
     eager: Any = caps.eager  # Any: `type(x) is eager` must not narrow x for mypy
-    flagged, routed = filters.flagged, filters.routed
+    flagged, routed = memory.flagged, memory.routed
     # Strided windows some kernel answers wrongly (strided_windows.py) need the general
     # path's check: Conv3D outside oneDNN, oneDNN's convolutions.
     strided_risk = spec.kind != "transpose" and (

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from convfix import replay
+from convfix import memory
 from convfix.call import Binder
-from convfix.integrations import express
+from convfix.integrations import express, keras
 from convfix.integrations.entry import (
     MARK,
     Capabilities,
@@ -35,7 +35,6 @@ from convfix.integrations.entry import (
 from convfix.ops import V1_SPECS, V2_SPECS, OpSpec
 
 SUPPORTED_TF = ((2, 16), (2, 21))  # inclusive range of (major, minor) tested or known to work
-TESTED_TF = "2.21.0"
 
 ENTRY_MODULES: dict[str, dict[str, OpSpec]] = {
     "tensorflow._api.v2.nn": V2_SPECS,
@@ -57,7 +56,6 @@ class Patched:
 
 
 _patched: list[Patched] = []
-_targets: list[Any] = []  # every pipeline.Target made, for forget()
 caps: Capabilities | None = None
 
 
@@ -83,7 +81,8 @@ def patch_tensorflow() -> list[Patched]:
         return []
     caps = _probe()
     filters = FilterShapes(caps)
-    replay.TENSOR_TYPES.update({caps.eager, caps.symbolic})
+    memory.TENSOR_TYPES.update({caps.eager, caps.symbolic})
+    remembered = memory.MEMORY
     from convfix.pipeline import Target, handle, recover
 
     wanted = [(m, a, s) for m, specs in ENTRY_MODULES.items() for a, s in specs.items()]
@@ -94,8 +93,10 @@ def patch_tensorflow() -> list[Patched]:
         original = getattr(module, attribute, None) if module else None
         if module is None or original is None or getattr(original, MARK, None) is not None:
             continue
-        target = Target(original, Binder(spec, original), caps.onednn, filters)
-        _targets.append(target)
+        replays = remembered.plans(spec.name)
+        target = Target(
+            original, Binder(spec, original), caps.onednn, remembered, keras.layer_name, replays
+        )
 
         def slow(args: tuple[Any, ...], kwargs: dict[str, Any], target: Target = target) -> Any:
             return handle(target, args, kwargs)
@@ -105,9 +106,9 @@ def patch_tensorflow() -> list[Patched]:
         ) -> Any:
             return recover(target, args, kwargs, error)
 
-        fast = _fast_check_or_none(spec, original, caps, filters)
+        fast = _fast_check_or_none(spec, original, caps, filters, remembered)
         general = make_general(original, fast, slow, recovery)
-        lane = express.build(original, spec, caps, filters, general, recovery)
+        lane = express.build(original, spec, caps, remembered, general, recovery)
         wrapper = make_entry(original, general, lane)
         done.append(Patched(module, attribute, original, wrapper))
     done += _user_references({id(p.original): p.wrapper for p in done})
@@ -115,18 +116,6 @@ def patch_tensorflow() -> list[Patched]:
         setattr(item.module, item.attribute, item.wrapper)
     _patched.extend(done)
     return done
-
-
-def forget() -> None:
-    """Forget every repair remembered per call signature and every recovery learned:
-    the next call of each kind is checked, and fails, as if it were the first."""
-    from convfix.learned import TABLE
-
-    TABLE.clear()
-    for target in _targets:
-        target.replays.clear()
-        target.filters.flagged.clear()
-        target.filters.routed.clear()
 
 
 def _user_references(wrappers: dict[int, Callable[..., Any]]) -> list[Patched]:
@@ -155,17 +144,20 @@ def unpatch_tensorflow() -> int:
             setattr(item.module, item.attribute, item.original)
             restored += 1
     _patched.clear()
-    _targets.clear()
     return restored
 
 
 def _fast_check_or_none(
-    spec: OpSpec, original: Callable[..., Any], caps: Capabilities, filters: FilterShapes
+    spec: OpSpec,
+    original: Callable[..., Any],
+    caps: Capabilities,
+    filters: FilterShapes,
+    remembered: memory.Memory,
 ) -> FastCheck | None:
     """No fast check (every call takes the full path) if the signature is not the one the
     table describes: slower, never wrong."""
     try:
-        return make_fast_check(spec, original, caps, filters)
+        return make_fast_check(spec, original, caps, filters, remembered)
     except (KeyError, ValueError, TypeError):
         return None
 

@@ -6,8 +6,9 @@ Adding a policy: one module with a class following ``base.Policy``, one config s
 
 from __future__ import annotations
 
+from convfix.call import Problem, Repair
 from convfix.config import Config
-from convfix.policies.base import Policy, Problem, Repair
+from convfix.policies.base import Policy
 
 # The fixed run order (guard-owned problems such as empty input come last: they are
 # answered, not repaired). Argument normalisation (padding case, lists) belongs to the
@@ -30,7 +31,7 @@ def build(config: Config) -> dict[str, Policy]:
         "padding": PaddingPolicy(settings.padding),
         "dtype": DtypePolicy(settings.dtype),
         # Before dispatch only for a byte budget; its out-of-memory recovery and
-        # device_fallback run after TensorFlow raised (convfix.recovery).
+        # device_fallback run after TensorFlow raised (convfix.pipeline.recovery).
         "split_batch": SplitBatchPolicy(settings.split_batch),
     }
 

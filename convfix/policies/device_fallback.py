@@ -12,13 +12,15 @@ again (a failure doubles the wait), since memory may have been freed meanwhile.
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from typing import Any
 
 import tensorflow as tf
 
 from convfix.config import DeviceFallbackPolicyConfig
-from convfix.learned import TABLE, Learned, canonical_device
+from convfix.memory import Learned
 from convfix.policies.recovery_base import Attempt, GaveUp, Recovered
 from convfix.tf_errors import Kind, classify, hint
 
@@ -51,10 +53,10 @@ class DeviceFallbackPolicy:
         except Exception as failure:  # the other device failed too: TF's first error stands
             raise GaveUp(error, 2) from failure
         if attempt.key is not None:
-            entry = TABLE.get(attempt.key) or Learned()
+            entry = attempt.learned.get(attempt.key) or Learned()
             entry.device, entry.reason, entry.successes = self.settings.device, reason, 0
             entry.grow_after = entry.grow_after or self.grow_back_after
-            TABLE.put(attempt.key, entry, self.table_size)
+            attempt.learned.put(attempt.key, entry, self.table_size)
         return self._record(attempt, reason, result, 2, started, learned=False)
 
     def run_learned(self, attempt: Attempt, entry: Learned) -> Recovered:
@@ -72,7 +74,7 @@ class DeviceFallbackPolicy:
             else:
                 entry.device = None  # the own device works again
                 if entry.chunk is None and attempt.key is not None:
-                    TABLE.forget(attempt.key)
+                    attempt.learned.forget(attempt.key)
                 return Recovered(result, "none", {}, {})
         result = self._run_there(attempt)
         entry.successes += 1
@@ -104,3 +106,39 @@ class DeviceFallbackPolicy:
                 "hint": hint(kind),
             },
         )
+
+
+def device_of(error: BaseException | None = None) -> str:
+    """Where an eager convolution runs, as ``TYPE:index`` ("GPU:0"): the device TensorFlow's
+    error names, else the ``tf.device`` scope in force, else TensorFlow's default placement
+    (the first GPU if there is one, whatever device the input lives on)."""
+    if error is not None:
+        found = _ERROR_DEVICE.search(str(error))
+        if found:
+            return f"{found.group(1).upper()}:{found.group(2)}"
+    from tensorflow.python.eager import context
+
+    scope = context.context().device_name
+    return canonical_device(scope) if scope else _default_device()
+
+
+# TF's eager error framing names the device: "{{function_node __wrapped__Conv2D_device_
+# /job:localhost/replica:0/task:0/device:GPU:0}} ...", "... on /job:.../device:GPU:0 by ..."
+_ERROR_DEVICE = re.compile(r"/device:([A-Za-z_]+):(\d+)")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_device() -> str:
+    return "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
+
+
+def canonical_device(name: str) -> str:
+    """``TYPE:index`` for any device string TensorFlow accepts ("/GPU:0", "/device:gpu:0",
+    a full "/job:.../device:CPU:0"); the string itself when TensorFlow cannot parse it."""
+    try:
+        spec = tf.DeviceSpec.from_string(name)
+    except (ValueError, TypeError):
+        return name
+    if spec.device_type is None:
+        return ""
+    return f"{spec.device_type.upper()}:{spec.device_index or 0}"

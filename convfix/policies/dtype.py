@@ -13,9 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix.call import Call
+from convfix.call import Call, Problem, Repair
 from convfix.config import DtypePolicyConfig
-from convfix.policies.base import Problem, Repair
 
 name = "dtype"
 

@@ -16,11 +16,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix.call import Call
+from convfix.call import Call, Problem, Repair
 from convfix.config import LayoutPolicyConfig
 from convfix.errors import ConvFixError
 from convfix.geometry import static_shape
-from convfix.policies.base import Problem, Repair
 
 name = "layout"
 

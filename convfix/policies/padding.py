@@ -18,8 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix import strided_windows
-from convfix.call import Call
+from convfix.call import Call, Problem, Repair, spatial_rank
 from convfix.config import PaddingPolicyConfig
 from convfix.geometry import (
     effective_kernel,
@@ -28,8 +27,7 @@ from convfix.geometry import (
     shown_padding,
     static_shape,
 )
-from convfix.guard import spatial_rank
-from convfix.policies.base import Problem, Repair
+from convfix.guard import windows as strided_windows
 
 name = "padding"
 _NAMES = ("SAME", "VALID")

@@ -3,17 +3,17 @@
 An argument policy (base.Policy) repairs a call before dispatch. A recovery policy is
 handed a call TensorFlow refused at run time (out of memory, cuDNN failing to start) and
 either returns the result, obtained some other way, with a record of how, or gives up.
-Events are written by convfix.recovery from the record: policies know nothing of events.
+Events are written by convfix.pipeline.recovery from the record: policies know nothing of events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from convfix.call import Call
-from convfix.learned import Key
+from convfix.memory import Key, LearnedTable
 
 Send = Callable[[Call], Any]
 
@@ -26,6 +26,7 @@ class Attempt:
     send: Send  # runs one call on TensorFlow, without recovery
     device: str  # where it runs ("GPU:0"), "" when unknown
     key: Key | None  # its signature in the learned table (None: not learnable)
+    learned: LearnedTable  # where recovery remembers what worked for ``key``
     tried: int | None = None  # a chunk size already tried and failed (a budget's), if any
 
 
@@ -51,15 +52,3 @@ class GaveUp(Exception):
     def __init__(self, error: Exception, attempts: int) -> None:
         super().__init__(str(error))
         self.error, self.attempts = error, attempts
-
-
-class RecoveryPolicy(Protocol):
-    """One run-time failure class: get a result despite it, or give up."""
-
-    name: str
-
-    def explain(self, reason: str) -> str:
-        """The recovery that would apply, in words (for warn and strict events)."""
-        ...
-
-    def recover(self, attempt: Attempt, reason: str, error: Exception) -> Recovered: ...

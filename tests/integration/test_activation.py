@@ -128,12 +128,12 @@ def test_bad_config_in_patch_leaves_the_previous_config_in_force(tmp_path: objec
     (tmp_path / "bad.toml").write_text("[policies.dtype]\ncolour = 1\n")  # type: ignore[operator]
     code = """
     import convfix
-    from convfix import state
+    from convfix import runtime
     convfix.patch()
     try:
         convfix.patch("bad.toml")
     except convfix.ConfigError as e:
-        print("RESULT", {"error": str(e), "mode": state.config().mode})
+        print("RESULT", {"error": str(e), "mode": runtime.config().mode})
     """
     out = run_python(code, cwd=str(tmp_path))
     result = _result(out.stdout)

@@ -347,7 +347,7 @@ def test_demo_with_a_bad_config_fails_before_starting_children(tmp_path: Path) -
 
 
 def test_demo_children_get_the_config_and_keep_events_in_the_demo_file() -> None:
-    from convfix import demo
+    from convfix.cli import demo
 
     child = demo.child_env(Path("/abs/my.toml"), Path("/tmp/convfix-demo-{x}/events.jsonl"))
 

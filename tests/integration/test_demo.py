@@ -1,4 +1,4 @@
-"""``python -m convfix.demo`` as a first-time user runs it: piped, in a directory whose own
+"""``python -m convfix.cli.demo`` as a first-time user runs it: piped, in a directory whose own
 convfix.toml is broken (the demo must not read it)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from convfix._demo_cases import CASES
+from convfix.cli.demo.cases import CASES
 
 pytestmark = pytest.mark.subprocess
 
@@ -24,7 +24,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProces
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVFIX_")}
     env.pop("NO_COLOR", None)  # no colour must come from the pipe alone
     return subprocess.run(
-        [sys.executable, "-m", "convfix.demo"],
+        [sys.executable, "-m", "convfix.cli.demo"],
         cwd=cwd,
         env=env,
         capture_output=True,

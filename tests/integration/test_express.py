@@ -17,6 +17,7 @@ import convfix
 from convfix.integrations import express
 from convfix.integrations import tensorflow as tf_integration
 from convfix.integrations.entry import Capabilities, FilterShapes, make_fast_check
+from convfix.memory import Memory
 from convfix.ops import V2_SPECS
 from convfix.testing import capture_events
 from tests.integration.conftest import unpatched
@@ -117,9 +118,9 @@ def test_the_quick_check_clears_only_calls_the_full_fast_check_clears(
 ) -> None:
     op, args, x, f, padding, strides = case
     caps = _caps(onednn)
-    filters = FilterShapes(caps)
-    quick = express.make_quick_check(V2_SPECS[op], caps, filters)
-    fast = make_fast_check(V2_SPECS[op], unpatched(getattr(tf.nn, op)), caps, filters)
+    filters, memory = FilterShapes(caps), Memory()
+    quick = express.make_quick_check(V2_SPECS[op], caps, memory)
+    fast = make_fast_check(V2_SPECS[op], unpatched(getattr(tf.nn, op)), caps, filters, memory)
     if quick is not None and quick(x, f, padding, strides):
         assert fast(args, {}), f"the lane cleared a call the fast check sends to the pipeline: {op}"
 
@@ -129,7 +130,7 @@ def test_the_quick_check_clears_a_healthy_same_call_and_not_a_rank_three_input(
     onednn: bool,
 ) -> None:
     caps = _caps(onednn)
-    quick = express.make_quick_check(V2_SPECS["conv2d"], caps, FilterShapes(caps))
+    quick = express.make_quick_check(V2_SPECS["conv2d"], caps, Memory())
     assert quick is not None
     assert quick(tf.ones([1, 5, 5, 3]), K32, "SAME", 1)
     assert not quick(tf.ones([1, 5, 5, 3]), K32, "VALID", 1)  # the kernel fit: the full check
@@ -142,7 +143,7 @@ def test_the_quick_check_clears_a_healthy_same_call_and_not_a_rank_three_input(
 def test_odd_argument_types_go_to_the_general_path_instead_of_raising() -> None:
     x = tf.ones([1, 5, 5, 3])
     caps = _caps(onednn=False)
-    quick = express.make_quick_check(V2_SPECS["conv3d"], caps, FilterShapes(caps))
+    quick = express.make_quick_check(V2_SPECS["conv3d"], caps, Memory())
     assert quick is not None
     assert not quick(x, K32, np.array(["SAME", "SAME"]), 1)
     assert not quick(x, K32, "SAME", [np.array([1, 1])] * 5)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import convfix
-from convfix.chunks import estimate_bytes
+from convfix.policies.split_batch.chunks import estimate_bytes
 from convfix.testing import capture_events
 from tests.integration.recovery_support import conv_operands, relative
 

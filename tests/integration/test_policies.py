@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import convfix
-from convfix import state
+from convfix import runtime
 from convfix.integrations.tensorflow import onednn_enabled
 from convfix.testing import capture_events
 from tests.integration.conftest import unpatched
@@ -231,7 +231,7 @@ def test_gradients_flow_through_every_repair(repair: Any) -> None:
 
 @pytest.fixture
 def config_file(tmp_path: Path) -> Any:
-    previous = state.config()
+    previous = runtime.config()
 
     def load(text: str) -> None:
         path = tmp_path / "convfix.toml"
@@ -239,7 +239,7 @@ def config_file(tmp_path: Path) -> Any:
         convfix.patch(path)
 
     yield load
-    state.set_config(previous)
+    runtime.set_config(previous)
 
 
 def test_dtype_keys_from_toml(config_file: Any) -> None:

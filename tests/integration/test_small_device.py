@@ -21,8 +21,8 @@ from tensorflow.python.eager import context
 from tensorflow.python.ops import gen_nn_ops
 
 import convfix
-from convfix._small_device import CUDNN_MESSAGE
 from convfix.testing import small_device
+from convfix.testing.simulated_device import CUDNN_MESSAGE
 from tests.integration.conftest import unpatched
 from tests.subproc import run_python
 

@@ -214,7 +214,7 @@ def test_gradients_through_a_split_call_are_those_of_the_whole_call() -> None:
 
 
 def test_the_learned_table_is_bounded() -> None:
-    from convfix.learned import TABLE
+    from convfix.memory import MEMORY
 
     k = tf.constant(np.ones((3, 3, 3, 4), np.float32))
     with (
@@ -223,7 +223,7 @@ def test_the_learned_table_is_bounded() -> None:
     ):
         for size in (5, 6, 7):
             tf.nn.conv2d(tf.ones([2, size, size, 3]), k, 1, "SAME")
-    assert len(TABLE) == 2
+    assert len(MEMORY.learned) == 2
 
 
 def test_keras_predict_run_eagerly_is_split() -> None:
@@ -314,13 +314,12 @@ def test_a_filter_made_anew_each_call_still_goes_straight_to_the_learned_chunk()
 
 
 def test_only_inputs_of_the_learned_shape_leave_the_fast_path() -> None:
-    from convfix.integrations import tensorflow as tf_integration
+    from convfix.memory import MEMORY
 
     x, k = _inputs(8)
     with small_device(max_batch=3):
         tf.nn.conv2d(x, k, 1, "SAME")
-    (filters,) = {t.filters for t in tf_integration._targets}
-    assert filters.routed == {(12, 12, 3)}
+    assert MEMORY.routed == {(12, 12, 3)}
 
 
 def test_under_determinism_a_learned_chunk_divides_other_batches_evenly() -> None:

@@ -1,4 +1,4 @@
-"""convfix.callsite: the user's file and line, past library frames and AutoGraph's code."""
+"""convfix.events.callsite: the user's file and line, past library frames and AutoGraph's code."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from convfix.callsite import user_callsite
+from convfix.events.callsite import user_callsite
 
 HELPER_SOURCE = "def call(fn):\n    return fn()\n"
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import convfix._config_sources
+import convfix.config.sources
 from convfix.config import (
     POLICY_NAMES,
     Config,
@@ -58,7 +58,7 @@ def preset_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Replace the shipped presets with files the test writes."""
     directory = tmp_path / "presets"
     directory.mkdir()
-    monkeypatch.setattr(convfix._config_sources, "_preset_dir", lambda: directory)
+    monkeypatch.setattr(convfix.config.sources, "_preset_dir", lambda: directory)
     return directory
 
 

@@ -1,4 +1,4 @@
-"""convfix.distribute and the ``worker``/``replica`` event fields, without TensorFlow."""
+"""convfix.events.distribute and the ``worker``/``replica`` event fields, without TensorFlow."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from convfix import distribute, events
+from convfix import events
+from convfix.events import distribute
 from convfix.testing import capture_events
 from tests.unit.events_support import Settings, fresh_events  # noqa: F401
 

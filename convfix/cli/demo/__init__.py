@@ -1,4 +1,4 @@
-"""``python -m convfix.demo``: bad convolution calls, without and with convfix, side by side.
+"""``python -m convfix.cli.demo``: bad convolution calls, without and with convfix, side by side.
 
 Every call runs in a fresh interpreter, so a TensorFlow abort is shown, not suffered. The
 demo reads no config file of the user's: it writes its own to a temporary directory, next to
@@ -21,7 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from convfix._demo_cases import CASES, DemoCase, Outcome, config_text, run_child
+from convfix.cli.demo.cases import CASES, DemoCase, Outcome, config_text, run_child
 
 _CELL = 44  # widest table cell, in characters
 _TF_MESSAGE = 100  # TensorFlow's messages are cut here; convfix's are shown whole
@@ -283,7 +283,3 @@ def main(user_config: Path | None = None) -> int:
     if not wrong:
         print("Every call with convfix ended as expected.")
     return 1 if wrong else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 On TensorFlow's ResourceExhaustedError (eager only: inside tf.function no Python code runs
 when the op does), the batch is split into chunks of one size, each ``factor`` times the
 last, until the chunks fit, ``min_chunk`` is reached or ``max_retries`` rounds were spent.
-What fits is remembered per signature (convfix.learned), so the next call with the same
+What fits is remembered per signature (convfix.memory), so the next call with the same
 examples goes straight to that chunk with no failed attempt first; after
 ``grow_back_after`` such calls a chunk one step larger is tried again (a failure costs one
 out-of-memory and doubles the wait). Under op determinism chunks divide the batch evenly.
@@ -21,12 +21,11 @@ from typing import Any, NamedTuple
 
 from tensorflow.python.eager import record
 
-from convfix import chunks
-from convfix.call import Call
+from convfix.call import Call, Problem, Repair
 from convfix.config import SplitBatchPolicyConfig
-from convfix.learned import TABLE, Learned
-from convfix.policies.base import Problem, Repair
+from convfix.memory import Learned
 from convfix.policies.recovery_base import Attempt, GaveUp, Recovered, Send
+from convfix.policies.split_batch import chunks
 from convfix.tf_errors import classify
 
 
@@ -220,10 +219,10 @@ class SplitBatchPolicy:
     def _learn(self, attempt: Attempt, split: _Try) -> None:
         if attempt.key is None:
             return
-        entry = TABLE.get(attempt.key) or Learned()
+        entry = attempt.learned.get(attempt.key) or Learned()
         entry.chunk, entry.in_place, entry.successes = split.chunk, split.in_place, 0
         entry.grow_after = entry.grow_after or self.settings.grow_back_after
-        TABLE.put(attempt.key, entry, self.settings.max_table_size)
+        attempt.learned.put(attempt.key, entry, self.settings.max_table_size)
 
     def _record(
         self,

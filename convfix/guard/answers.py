@@ -10,7 +10,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix.call import Call
+from convfix.call import Call, spatial_rank
 from convfix.geometry import (
     Shape,
     effective_kernel,
@@ -19,7 +19,6 @@ from convfix.geometry import (
     per_spatial,
     static_shape,
 )
-from convfix.guard import spatial_rank
 
 
 def output_shape(call: Call, input_shape: Shape | None = None) -> list[int] | None:

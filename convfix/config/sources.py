@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from convfix._config_explain import show
+from convfix.config.explain import show
 from convfix.errors import ConfigError
 
 if sys.version_info >= (3, 11):

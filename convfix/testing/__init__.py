@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from convfix import _sink, events
-from convfix._small_device import SmallDevice, small_device
+from convfix import events
+from convfix.events import sinks as _sink
+from convfix.testing.simulated_device import SmallDevice, small_device
 
 __all__ = ["SmallDevice", "capture_events", "reset", "small_device"]
 
@@ -42,7 +43,7 @@ def capture_events() -> Iterator[list[dict[str, Any]]]:
 
 
 # -- devices --------------------------------------------------------------------------
-# small_device and SmallDevice live in convfix._small_device (imported above), which
+# small_device and SmallDevice live in convfix.testing.simulated_device (imported above), which
 # imports TensorFlow only when a block is entered, so this module stays light.
 
 
@@ -54,10 +55,8 @@ def reset() -> None:
     chunk sizes and fallback devices learned from out-of-memory or cuDNN failures, and
     event counts. The next call of each kind is handled as if it were the first."""
     events.reset()
-    if "convfix.learned" not in sys.modules:
-        return  # nothing was learned, and TensorFlow need not be imported to say so
-    from convfix.integrations import tensorflow as tf_integration
-    from convfix.learned import TABLE
+    if "convfix.memory" not in sys.modules:
+        return  # nothing was remembered, and nothing need be imported to say so
+    from convfix.memory import MEMORY
 
-    TABLE.clear()
-    tf_integration.forget()
+    MEMORY.clear()

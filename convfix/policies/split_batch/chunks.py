@@ -18,9 +18,9 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.python.eager import record
 
-from convfix.answers import output_shape
 from convfix.call import Call
-from convfix.geometry import static_shape
+from convfix.geometry import shape_values, static_shape
+from convfix.guard.answers import output_shape
 
 Send = Callable[[Call], Any]
 """Runs one (chunk) call on TensorFlow and returns its result."""
@@ -293,17 +293,6 @@ def output_bytes_per_example(call: Call) -> int | None:
         return None
     item: int = tf.as_dtype(getattr(call.input, "dtype", tf.float32)).size
     return _product(out) * item
-
-
-def shape_values(value: Any) -> list[int] | None:
-    """A transpose's ``output_shape`` as ints (list, tuple, NumPy, TensorShape, tensor);
-    None when it is known only at run time."""
-    if isinstance(value, tf.Tensor):
-        value = tf.get_static_value(value)
-    try:
-        return [int(v) for v in value]
-    except (TypeError, ValueError):
-        return None
 
 
 def _output_per_example(call: Call, x_shape: list[int | None]) -> list[int] | None:

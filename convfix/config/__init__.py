@@ -40,8 +40,8 @@ from typing import Any
 
 import msgspec
 
-from convfix._config_explain import explain, show
-from convfix._config_schema import (
+from convfix.config.explain import explain, show
+from convfix.config.schema import (
     DTYPE_NAMES,
     EXPECTED,
     POLICY_NAMES,
@@ -58,7 +58,7 @@ from convfix._config_schema import (
     SplitBatchPolicyConfig,
     misfit,
 )
-from convfix._config_sources import Layer, env_layers, file_layer, leaves, merge, preset_layer
+from convfix.config.sources import Layer, env_layers, file_layer, leaves, merge, preset_layer
 
 __all__ = [
     "DTYPE_NAMES",

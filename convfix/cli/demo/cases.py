@@ -1,4 +1,4 @@
-"""What ``python -m convfix.demo`` runs, and how one side of a case runs in its own process.
+"""What ``python -m convfix.cli.demo`` runs, and how one side of a case runs in its own process.
 
 Each case is a snippet of user code that binds ``y``; the demo runs it in two fresh
 interpreters, without and with ``import convfix.auto``. A new failure class (out of memory
@@ -199,7 +199,7 @@ def config_text(events_path: str) -> str:
     # Braces would be read as {pid}/{task} placeholders; doubled, they are literal.
     literal = events_path.replace("{", "{{").replace("}", "}}")
     return (
-        "# Written by `python -m convfix.demo`: built-in defaults, events to a file.\n"
+        "# Written by `python -m convfix.cli.demo`: built-in defaults, events to a file.\n"
         'mode = "fix"\n\n[events]\n'
         f"path = {json.dumps(literal)}\n"
         'format = "json"\n'

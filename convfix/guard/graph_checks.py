@@ -19,9 +19,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix.call import Call
+from convfix.call import Call, spatial_rank
 from convfix.geometry import effective_kernel, per_spatial, static_shape
-from convfix.guard import spatial_rank
 
 
 def needed(call: Call, onednn: bool) -> bool:

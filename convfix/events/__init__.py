@@ -9,7 +9,7 @@ are written every time.
 Under tf.distribute every event names its ``worker`` (the ``TF_CONFIG`` task, e.g.
 ``"worker:1"``; null outside a multi-worker job), and interventions, warnings and
 refusals name the ``replica`` that traced or ran the call (``strategy.run``; null outside
-one, or when the id is a run-time tensor). See :mod:`convfix.distribute`.
+one, or when the id is a run-time tensor). See :mod:`convfix.events.distribute`.
 
 Writing an event never raises into the caller: a convolution must not fail because a log
 file did. Failed writes are counted, see :func:`dropped`.
@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Protocol
 
-from convfix import _sink, distribute
-from convfix.callsite import user_callsite
+from convfix.events import distribute
+from convfix.events import sinks as _sink
+from convfix.events.callsite import user_callsite
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -151,7 +152,7 @@ def record(
     """Record one intervention or warning; written in full only the first time its key is seen
     by its replica.
 
-    ``callsite`` defaults to the user's ``path:line`` (:func:`convfix.callsite.user_callsite`).
+    ``callsite`` defaults to the user's ``path:line`` (:func:`.callsite.user_callsite`).
     ``replica`` is the calling thread's tf.distribute replica (:func:`.distribute.replica`).
     Values must be small: shapes as lists, dtypes and paddings as strings, never tensors.
     """

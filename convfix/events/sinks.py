@@ -21,7 +21,7 @@ from typing import Any, Protocol, TextIO
 
 import structlog
 
-from convfix import distribute
+from convfix.events import distribute
 
 LOGGER_NAME = "convfix"
 LEVELS = {

@@ -20,11 +20,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from convfix import events, state
+from convfix import events, runtime
 from convfix.call import Call
 from convfix.config import Config
-from convfix.learned import TABLE, device_of, signature
-from convfix.policies.device_fallback import DeviceFallbackPolicy
+from convfix.memory import Memory, learned_key
+from convfix.policies.device_fallback import DeviceFallbackPolicy, device_of
 from convfix.policies.recovery_base import Attempt, GaveUp, Recovered, Send
 from convfix.policies.split_batch import SplitBatchPolicy
 from convfix.tf_errors import classify
@@ -55,15 +55,16 @@ def send(
     dispatch: Callable[[], Any],
     layer: str | None,
     learned: Callable[[], None],
+    memory: Memory,
     tried: int | None = None,
 ) -> Any:
     """Dispatch an eager call the way its signature learned to run, else as made; recover
     from an error a recovery policy claims. ``learned`` is told when a recovery was
     remembered, so that later calls like this one come here instead of failing first.
     ``tried``: the dispatch already runs the call in chunks of this size."""
-    if len(TABLE):
+    if len(memory.learned):
         try:
-            known = _run_learned(call, send_call, layer)
+            known = _run_learned(call, send_call, layer, memory)
         except tf.errors.OpError:
             raise
         except Exception as bug:  # convfix's own: run the call as made instead
@@ -76,7 +77,7 @@ def send(
     except Exception as error:
         if classify(error) is None:
             raise
-        return recover(call, send_call, error, layer, learned, tried)
+        return recover(call, send_call, error, layer, learned, memory, tried)
 
 
 def recover(
@@ -85,15 +86,16 @@ def recover(
     error: Exception,
     layer: str | None,
     learned: Callable[[], None],
+    memory: Memory,
     tried: int | None = None,
 ) -> Any:
     """``error`` came from TensorFlow running ``call``: recover, or re-raise it."""
     kind = classify(error)
     if kind is None:
         raise error
-    config = state.config()
+    config = runtime.config()
     try:
-        attempt = _attempt(call, send_call, error, tried)
+        attempt = _attempt(call, send_call, memory, error, tried)
         policies = _policies(config)
     except Exception as bug:
         _internal_error(bug)
@@ -156,12 +158,14 @@ def _try(
     return (recovered.result,)
 
 
-def _run_learned(call: Call, send_call: Send, layer: str | None) -> tuple[Any] | None:
-    attempt = _attempt(call, send_call)
-    entry = TABLE.get(attempt.key) if attempt.key is not None else None
+def _run_learned(
+    call: Call, send_call: Send, layer: str | None, memory: Memory
+) -> tuple[Any] | None:
+    attempt = _attempt(call, send_call, memory)
+    entry = memory.learned.get(attempt.key) if attempt.key is not None else None
     if entry is None:
         return None
-    config = state.config()
+    config = runtime.config()
     policies = _policies(config)
     if entry.device is not None and config.policy_mode("device_fallback") == "fix":
         recovered = policies.fallback.run_learned(attempt, entry)
@@ -184,10 +188,14 @@ def _run_learned(call: Call, send_call: Send, layer: str | None) -> tuple[Any] |
 
 
 def _attempt(
-    call: Call, send_call: Send, error: Exception | None = None, tried: int | None = None
+    call: Call,
+    send_call: Send,
+    memory: Memory,
+    error: Exception | None = None,
+    tried: int | None = None,
 ) -> Attempt:
     device = device_of(error)
-    return Attempt(call, send_call, device, signature(call, device), tried)
+    return Attempt(call, send_call, device, learned_key(call, device), memory.learned, tried)
 
 
 def _log_recovered(

@@ -32,9 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convfix.call import Call
+from convfix.call import Call, Problem
 from convfix.geometry import Shape, effective_kernel, explicit_pads, per_spatial, shown_padding
-from convfix.policies.base import Problem
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,7 @@ Measured: the README's table "What convfix does with each kind of call".
 
 from __future__ import annotations
 
-from convfix import strided_windows
-from convfix.call import Call
+from convfix.call import Call, Hazard, Problem, spatial_rank
 from convfix.geometry import (
     Shape,
     effective_kernel,
@@ -23,19 +22,8 @@ from convfix.geometry import (
     shown_padding,
     static_shape,
 )
+from convfix.guard import windows as strided_windows
 from convfix.ops import default_data_format
-from convfix.policies.base import Hazard, Problem
-
-
-def spatial_rank(call: Call, filter_shape: Shape | None, input_shape: Shape | None) -> int | None:
-    """N for an N-d convolution: from the op, else from the filter, else the input."""
-    if call.spec.spatial is not None:
-        return call.spec.spatial
-    if filter_shape is not None:
-        return len(filter_shape) - 2
-    if input_shape is not None:
-        return len(input_shape) - 2
-    return None
 
 
 def inspect(call: Call, onednn: bool) -> list[Problem]:

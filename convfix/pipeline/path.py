@@ -13,36 +13,38 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import tensorflow as tf
 
-from convfix import events, guard, recovery, runtime_checks, state
-from convfix.answers import empty_result, output_shape
+from convfix import events, guard, runtime
 from convfix.call import Binder, Call
 from convfix.config import Config
 from convfix.errors import ConvFixError
 from convfix.geometry import per_spatial, static_shape
-from convfix.integrations import keras_context
-from convfix.integrations.entry import FilterShapes
-from convfix.learned import TABLE as LEARNED
-from convfix.messages import refusal, strict_message
+from convfix.guard import graph_checks
+from convfix.guard.answers import empty_result, output_shape
+from convfix.memory import Memory, Plan, ReplayTable, Step, call_key
+from convfix.pipeline import recovery
+from convfix.pipeline.messages import refusal, strict_message
 from convfix.policies import Policy, Problem, Repair, build, rank
-from convfix.replay import Plan, ReplayTable, Step, signature
 
 _MAX_STEPS = 8  # each repair removes one problem; more steps than policies means a loop
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One wrapped function: its original, how to bind its arguments, what it learned."""
+    """One wrapped function: its original, how to bind its arguments, what is remembered
+    (its replays: the memory's plans for this op), and how to name the Keras layer calling
+    (the integration's: the pipeline knows no Keras)."""
 
     original: Callable[..., Any]
     binder: Binder
     onednn: bool
-    filters: FilterShapes
-    replays: ReplayTable = field(default_factory=ReplayTable)
+    memory: Memory
+    layer_name: Callable[[], str | None]
+    replays: ReplayTable
 
     def send_one(self, call: Call) -> Any:
         """One call on TensorFlow, by its bound arguments, nothing else."""
@@ -80,14 +82,22 @@ class _Run:
         dispatch = dispatch or self.original
         if call.graph:
             return dispatch()
-        return recovery.send(call, self.target.send_one, dispatch, call.layer, self.learned, tried)
+        return recovery.send(
+            call,
+            self.target.send_one,
+            dispatch,
+            call.layer,
+            self.learned,
+            self.target.memory,
+            tried,
+        )
 
     def learned(self) -> None:
         """A recovery was remembered: later calls with inputs like this one take the slow
         path, where it is replayed, rather than failing in TensorFlow first."""
         dims = static_shape(self.call.input)
         if dims:
-            self.target.filters.route(tuple(dims[1:]))
+            self.target.memory.route(tuple(dims[1:]))
 
     def mode(self, problem: Problem) -> str:
         if problem.owner == "guard":  # always on: its answers do not depend on a policy
@@ -125,10 +135,10 @@ def _start(
     tf_error: Exception | None,
     plan: Plan | None = None,
 ) -> _Run:
-    config = state.config()
+    config = runtime.config()
     call = target.binder.bind(args, kwargs)
     # The Keras layer (for events) costs ~10 us to look up: a replay takes the plan's.
-    layer = plan.layer if plan is not None else keras_context.layer_name()
+    layer = plan.layer if plan is not None else target.layer_name()
     call = replace(call, graph=not tf.executing_eagerly(), layer=layer)
     return _Run(target, args, kwargs, call, config, policies_for(config), tf_error)
 
@@ -140,8 +150,8 @@ def _detect(run: _Run) -> list[Problem]:
 def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A call the fast check could not clear: replay what was learned for its signature,
     or check it in full, then run it."""
-    key = signature(args, kwargs) if tf.executing_eagerly() else None
-    plan = target.replays.get(key, state.config())
+    key = call_key(args, kwargs) if tf.executing_eagerly() else None
+    plan = target.replays.get(key, runtime.config())
     if plan is not None:
         return _replay(target, args, kwargs, plan)
     try:
@@ -159,13 +169,15 @@ def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
 def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> Any:
     """TensorFlow raised on a call the fast check cleared: a policy may claim the error
     (a dtype mismatch, a padding name in lower case...); otherwise TF's error stands."""
-    key = signature(args, kwargs) if tf.executing_eagerly() else None
+    key = call_key(args, kwargs) if tf.executing_eagerly() else None
     if recovery.claims(error):  # out of memory or cuDNN: the arguments were fine
         try:
             run = _start(target, args, kwargs, None)
         except Exception:
             raise error from None
-        return recovery.recover(run.call, target.send_one, error, run.call.layer, run.learned)
+        return recovery.recover(
+            run.call, target.send_one, error, run.call.layer, run.learned, target.memory
+        )
     try:
         run = _start(target, args, kwargs, error)
         problems = _detect(run)
@@ -174,12 +186,14 @@ def recover(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], error
     if not problems:
         raise error
     result = _resolve(run, problems, key)
-    target.filters.flag(run.call.filter)  # later calls go to the replay, not to TF first
+    target.memory.flag(run.call.filter)  # later calls go to the replay, not to TF first
     return result
 
 
 def _replay(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any], plan: Plan) -> Any:
-    if plan.steps is not None and not len(LEARNED):  # learned recoveries need the full path
+    if plan.steps is not None and not len(
+        target.memory.learned
+    ):  # learned recoveries need the full path
         try:
             return _replay_steps(target, args, kwargs, plan, plan.steps)
         except Exception:  # TensorFlow or a rewrite failed: the full path says why
@@ -325,8 +339,8 @@ def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], s
 def _checked(run: _Run, call: Call, dispatch: Callable[[], Any]) -> Any:
     """Dispatch, with the one run-time check a traced call needs where static shapes
     cannot prove it safe (a repaired call included: repairs keep unknown sizes unknown)."""
-    if runtime_checks.needed(call, run.target.onednn):
-        return runtime_checks.dispatch_checked(call, dispatch)
+    if graph_checks.needed(call, run.target.onednn):
+        return graph_checks.dispatch_checked(call, dispatch)
     return dispatch()
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from convfix.call import Call
+from convfix.call import Call, Problem
 from convfix.errors import ConvFixError
-from convfix.policies.base import Policy, Problem
+from convfix.policies.base import Policy
 
 _CONSEQUENCE = {
     "abort": "TensorFlow's oneDNN kernels abort the whole process on this call",

@@ -1,5 +1,8 @@
 """Static shape arithmetic for convolutions: what TensorFlow would compute, in Python.
 
+Spatial sizes, strides and dilations per dimension, output sizes, the windows a call
+reads (and where TensorFlow's SAME padding goes negative), padding as shown in events.
+
 Pure functions on lists of ints (None = unknown). No TensorFlow import: values only need
 a ``.shape`` (TensorShape, tuple) or to be nested sequences.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Shape = list[int | None]
@@ -103,3 +107,70 @@ def shape_values(value: Any) -> list[int] | None:
         return [int(v) for v in value]
     except (TypeError, ValueError):
         return None
+
+
+def spatial_sizes(shape: Sequence[int | None], spatial: int, channels_last: bool) -> Shape:
+    """The spatial dimensions of an input's shape (any number of leading batch dims)."""
+    return list(shape[-spatial - 1 : -1] if channels_last else shape[-spatial:])
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One spatial dimension of a call, all sizes known."""
+
+    size: int
+    kernel: int  # dilated
+    stride: int
+    pads: tuple[int, int]
+    out: int
+
+
+def windows_of(
+    sizes: Sequence[int | None],
+    kernel: Sequence[int | None],
+    strides: Any,
+    dilations: Any,
+    padding: Any,
+    spatial: int,
+    last: bool,
+) -> list[Window] | None:
+    """Per spatial dimension, the window geometry of a call from its raw arguments; None
+    where a size, stride or padding is not known."""
+    steps = per_spatial(strides, spatial, last)
+    rates = per_spatial(dilations, spatial, last)
+    if steps is None or rates is None or min(steps + rates) < 1:
+        return None
+    same = isinstance(padding, str) and padding == "SAME"
+    valid = isinstance(padding, str) and padding == "VALID"
+    given = explicit_pads(padding, spatial, last)
+    if not (same or valid or given):
+        return None
+    found = []
+    for i, (n, k, s) in enumerate(zip(sizes, effective_kernel(kernel, rates), steps)):
+        if n is None or k is None:
+            return None
+        if same:
+            out = -(-n // s)
+            total = max((out - 1) * s + k - n, 0)
+            pads = (total // 2, total - total // 2)
+        else:
+            pads = given[i] if given else (0, 0)
+            out = (n + pads[0] + pads[1] - k) // s + 1
+        found.append(Window(n, k, s, pads, out))
+    return found
+
+
+def single_windows(dims: list[Window]) -> list[bool]:
+    """Per dimension: one output whose window is strided or reaches into padding."""
+    return [w.out == 1 and w.kernel >= 2 and (w.stride >= 2 or w.pads != (0, 0)) for w in dims]
+
+
+def crop_sizes(dims: list[Window]) -> list[int]:
+    """Per dimension, the input positions SAME windows read where TF 2.21's Conv3D outside
+    oneDNN would shift them (``total <= -2``), else the whole size."""
+    return [w.size - _overshoot(w) if _overshoot(w) >= 2 else w.size for w in dims]
+
+
+def _overshoot(w: Window) -> int:
+    """How far TensorFlow's SAME padding total for ``w`` falls below zero."""
+    return max(0, w.size - ((w.out - 1) * w.stride + w.kernel))

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from convfix.events import distribute
 from convfix.events import sinks as _sink
@@ -193,6 +193,43 @@ def record(
         )
     except Exception:  # events never break a convolution
         _count_dropped()
+
+
+def report(
+    event: str,
+    *,
+    policy: str,
+    op: str,
+    reason: str,
+    mode: str,
+    action: str,
+    before: Mapping[str, object],
+    after: Mapping[str, object],
+    graph: bool,
+    layer: str | None,
+    level: str = "info",
+    **fields: Any,
+) -> None:
+    """Report what convfix did about one call (INTERVENTION, WARNING, REFUSED): the one
+    writer the pipeline and recovery use. Never raises: after dispatch the result is in
+    hand, and a failing event must not lose it (it becomes an internal_error event)."""
+    try:
+        record(
+            event,
+            policy=policy,
+            op=op,
+            action=action,
+            mode=mode,
+            reason=reason,
+            before=dict(before),
+            after=dict(after),
+            graph=graph,
+            layer=layer,
+            level=level,
+            **fields,
+        )
+    except Exception as bug:
+        emit(INTERNAL_ERROR, level="error", stage="events", error_type=type(bug).__name__)
 
 
 def emit(event: str, *, level: str = "info", **fields: object) -> None:

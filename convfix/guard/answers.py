@@ -17,6 +17,7 @@ from convfix.geometry import (
     explicit_pads,
     output_size,
     per_spatial,
+    spatial_sizes,
     static_shape,
 )
 
@@ -42,7 +43,7 @@ def output_shape(call: Call, input_shape: Shape | None = None) -> list[int] | No
     padding = call.padding
     pads = explicit_pads(padding, spatial, channels_last)
     kernel = effective_kernel(f_shape[:spatial], dilations)
-    sizes = x_shape[-spatial - 1 : -1] if channels_last else x_shape[-spatial:]
+    sizes = spatial_sizes(x_shape, spatial, channels_last)
     out: list[int] = []
     for i, size in enumerate(sizes):
         how = pads[i] if pads else (padding.upper() if isinstance(padding, str) else None)

@@ -21,14 +21,12 @@ import tensorflow as tf
 
 from convfix.call import Call, spatial_rank
 from convfix.geometry import effective_kernel, per_spatial, static_shape
+from convfix.guard import rules
 
 
 def needed(call: Call, onednn: bool) -> bool:
-    """Does this traced call need a run-time check?"""
-    if not onednn or not call.graph or call.spec.kind == "transpose":
-        return False
-    x = static_shape(call.input)
-    return x is not None and None in x
+    """Does this traced call need a run-time check? The guard's rules say (rules.py)."""
+    return rules.needs_run_time_check(call, onednn)
 
 
 def dispatch_checked(call: Call, dispatch: Callable[[], Any]) -> Any:

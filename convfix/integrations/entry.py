@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 from convfix import runtime
-from convfix.guard.windows import misanswered, windows_of
+from convfix.geometry import windows_of
+from convfix.guard.rules import misanswered
 from convfix.memory import Memory
 from convfix.ops import OpSpec
 

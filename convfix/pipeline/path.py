@@ -22,11 +22,12 @@ from convfix import events, guard, runtime
 from convfix.call import Binder, Call
 from convfix.config import Config
 from convfix.errors import ConvFixError
-from convfix.geometry import per_spatial, static_shape
-from convfix.guard import graph_checks
+from convfix.geometry import static_shape
+from convfix.guard import graph_checks, rules
 from convfix.guard.answers import empty_result, output_shape
 from convfix.memory import Memory, Plan, ReplayTable, Step, call_key
 from convfix.pipeline import recovery
+from convfix.pipeline.decide import Verdict, decide, mode_of
 from convfix.pipeline.messages import refusal, strict_message
 from convfix.policies import Policy, Problem, Repair, build, rank
 
@@ -100,9 +101,7 @@ class _Run:
             self.target.memory.route(tuple(dims[1:]))
 
     def mode(self, problem: Problem) -> str:
-        if problem.owner == "guard":  # always on: its answers do not depend on a policy
-            return self.config.mode
-        return self.config.policy_mode(problem.owner)
+        return mode_of(self.config, problem.owner)
 
 
 class _Bug(Exception):
@@ -225,8 +224,11 @@ def _replay_steps(
             result = step.repair.finish(result)
     op = target.binder.spec.name
     for step in steps:
-        _emit(events.INTERVENTION, op, False, plan.layer, step.problem, step.mode,
-              step.repair.action, step.repair.after)  # fmt: skip
+        events.report(
+            events.INTERVENTION, policy=step.problem.owner, op=op, reason=step.problem.reason,
+            mode=step.mode, action=step.repair.action, before=step.problem.before,
+            after=step.repair.after, graph=False, layer=plan.layer,
+        )  # fmt: skip
     return result
 
 
@@ -236,7 +238,7 @@ def _resolve(
     handled: list[Problem] = []
     repairs: list[tuple[Problem, Repair]] = []
     try:
-        if any(run.mode(p) == "strict" for p in problems):
+        if any(decide(run.mode(p)) is Verdict.REFUSE for p in problems):
             _raise_strict(run, problems)
         result = _repair_and_run(run, problems, handled, redetect, repairs)
     except _Bug as wrapped:
@@ -280,8 +282,13 @@ def _repair_and_run(
             mode = run.mode(problem)
             if problem.reason == "empty_input":
                 return _answer_empty(current, problem, mode, repairs)
-            if policy is None or mode in ("off", "warn"):
-                if mode == "warn":
+            verdict = decide(mode, can_act=policy is not None)
+            if verdict is Verdict.REFUSE:
+                # Strict, yet past the strict check of the call as made: a problem an
+                # earlier repair revealed. It is finished like the others (as it always was).
+                verdict = Verdict.REPAIR if policy is not None else Verdict.LEAVE
+            if verdict is not Verdict.REPAIR or policy is None:
+                if verdict is Verdict.WARN:
                     _record(events.WARNING, current, problem, mode, "none", {})
                 if problem.unsafe:
                     raise refusal(current, problem, policy, mode)
@@ -385,21 +392,9 @@ def _fall_back(original: Callable[[], Any], bug: Exception, safe: bool) -> Any:
 
 
 def _plainly_safe(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Safety judged without the guard (which may be what failed): the exact rank, no empty
-    dimension, and a kernel that fits. Without oneDNN every call is one TF answers itself."""
-    if not target.onednn:
-        return True
+    """Safety judged without the guard, which may be what failed (rules.plainly_safe)."""
     try:
-        call = target.binder.bind(args, kwargs)
-        x, f = static_shape(call.input), static_shape(call.filter)
-        if x is None or f is None or len(x) != len(f) or 0 in x or None in x or None in f:
-            return False
-        spatial = len(f) - 2
-        sizes = x[1:-1] if call.channels_last() else x[2:]
-        same = isinstance(call.padding, str) and call.padding.upper() == "SAME"
-        dilated = per_spatial(call.dilations, spatial, call.channels_last()) != [1] * spatial
-        fits = all(s >= k for s, k in zip(sizes, f[:spatial]))  # type: ignore[operator]
-        return same or (not dilated and fits)
+        return rules.plainly_safe(target.binder.bind(args, kwargs), target.onednn)
     except Exception:
         return False
 
@@ -413,35 +408,8 @@ def _record(
     after: Mapping[str, Any],
     **fields: Any,
 ) -> None:
-    _emit(event, call.spec.name, call.graph, call.layer, problem, mode, action, after, **fields)
-
-
-def _emit(
-    event: str,
-    op: str,
-    graph: bool,
-    layer: str | None,
-    problem: Problem,
-    mode: str,
-    action: str,
-    after: Mapping[str, Any],
-    **fields: Any,
-) -> None:
-    try:  # after dispatch the result is in hand: a failing event must not lose it
-        events.record(
-            event,
-            policy=problem.owner,
-            op=op,
-            action=action,
-            mode=mode,
-            reason=problem.reason,
-            before=dict(problem.before),
-            after=dict(after),
-            graph=graph,
-            layer=layer,
-            **fields,
-        )
-    except Exception as bug:
-        events.emit(
-            events.INTERNAL_ERROR, level="error", stage="events", error_type=type(bug).__name__
-        )
+    events.report(
+        event, policy=problem.owner, op=call.spec.name, reason=problem.reason, mode=mode,
+        action=action, before=problem.before, after=after, graph=call.graph, layer=call.layer,
+        **fields,
+    )  # fmt: skip

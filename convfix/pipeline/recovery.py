@@ -24,6 +24,7 @@ from convfix import events, runtime
 from convfix.call import Call
 from convfix.config import Config
 from convfix.memory import Memory, learned_key
+from convfix.pipeline.decide import Verdict, decide, mode_of
 from convfix.policies.device_fallback import DeviceFallbackPolicy, device_of
 from convfix.policies.recovery_base import Attempt, GaveUp, Recovered, Send
 from convfix.policies.split_batch import SplitBatchPolicy
@@ -101,18 +102,19 @@ def recover(
         _internal_error(bug)
         raise error from None
     if kind == "out_of_memory":
-        mode = config.policy_mode("split_batch")
-        if mode == "fix" and not policies.split.applies(attempt):
-            _warn(attempt, "split_batch", kind, mode, policies.split.NOT_APPLIED, layer)
-            raise error
-        if mode == "fix":
+        mode = mode_of(config, "split_batch")
+        verdict = decide(mode)
+        if verdict is Verdict.REPAIR:
+            if not policies.split.applies(attempt):
+                _warn(attempt, "split_batch", kind, mode, policies.split.NOT_APPLIED, layer)
+                raise error
             outcome = _try(policies.split, attempt, kind, error, mode, layer)
             if outcome is not None:
                 learned()
                 return outcome[0]
             # The chunks never fitted: another device is the last resort.
         else:  # warn or strict: say what would have happened; off: nothing. TF's error.
-            if mode != "off":
+            if verdict is not Verdict.LEAVE:
                 _warn(attempt, "split_batch", kind, mode, policies.split.explain(kind), layer)
             raise error
     result = _fall_back(attempt, kind, error, config, layer)
@@ -125,13 +127,15 @@ def _fall_back(
 ) -> Any:
     """The last resort: another device, or TensorFlow's error."""
     fallback = _policies(config).fallback
-    mode = config.policy_mode("device_fallback")
-    if mode == "fix" and fallback.applies(attempt):
-        outcome = _try(fallback, attempt, kind, error, mode, layer)
-        if outcome is not None:
-            return outcome[0]
-    elif mode in ("warn", "strict") and fallback.applies(attempt):
-        _warn(attempt, "device_fallback", kind, mode, fallback.explain(kind), layer)
+    mode = mode_of(config, "device_fallback")
+    verdict = decide(mode)
+    if verdict is not Verdict.LEAVE and fallback.applies(attempt):
+        if verdict is Verdict.REPAIR:
+            outcome = _try(fallback, attempt, kind, error, mode, layer)
+            if outcome is not None:
+                return outcome[0]
+        else:  # warn or strict: say what would have happened
+            _warn(attempt, "device_fallback", kind, mode, fallback.explain(kind), layer)
     raise error
 
 
@@ -167,10 +171,10 @@ def _run_learned(
         return None
     config = runtime.config()
     policies = _policies(config)
-    if entry.device is not None and config.policy_mode("device_fallback") == "fix":
+    if entry.device is not None and decide(mode_of(config, "device_fallback")) is Verdict.REPAIR:
         recovered = policies.fallback.run_learned(attempt, entry)
         reason, name = entry.reason or "dnn_init_failed", "device_fallback"
-    elif entry.chunk is not None and config.policy_mode("split_batch") == "fix":
+    elif entry.chunk is not None and decide(mode_of(config, "split_batch")) is Verdict.REPAIR:
         try:
             found = policies.split.run_learned(attempt, entry)
         except GaveUp as gave_up:  # memory got tighter than even the smallest chunk
@@ -201,11 +205,10 @@ def _attempt(
 def _log_recovered(
     attempt: Attempt, policy: str, reason: str, mode: str, layer: str | None, done: Recovered
 ) -> None:
-    events.record(
-        events.INTERVENTION, policy=policy, op=attempt.call.spec.name, action=done.action,
-        mode=mode, reason=reason, before=dict(done.before), after=dict(done.after),
-        graph=False, layer=layer, level="warning" if policy == "device_fallback" else "info",
-        **done.fields,
+    events.report(
+        events.INTERVENTION, policy=policy, op=attempt.call.spec.name, reason=reason,
+        mode=mode, action=done.action, before=done.before, after=done.after, graph=False,
+        layer=layer, level="warning" if policy == "device_fallback" else "info", **done.fields,
     )  # fmt: skip
 
 
@@ -218,19 +221,19 @@ def _log(
     outcome: str,
     attempts: int,
 ) -> None:
-    events.record(
-        events.INTERVENTION, policy=policy, op=attempt.call.spec.name, action="none",
-        mode=mode, reason=reason, before={"device": attempt.device}, after={},
-        graph=False, layer=layer, level="warning", outcome=outcome, attempts=attempts,
+    events.report(
+        events.INTERVENTION, policy=policy, op=attempt.call.spec.name, reason=reason,
+        mode=mode, action="none", before={"device": attempt.device}, after={}, graph=False,
+        layer=layer, level="warning", outcome=outcome, attempts=attempts,
     )  # fmt: skip
 
 
 def _warn(
     attempt: Attempt, policy: str, reason: str, mode: str, would: str, layer: str | None
 ) -> None:
-    events.record(
-        events.WARNING, policy=policy, op=attempt.call.spec.name, action="none", mode=mode,
-        reason=reason, before={"device": attempt.device}, after={}, graph=False,
+    events.report(
+        events.WARNING, policy=policy, op=attempt.call.spec.name, reason=reason, mode=mode,
+        action="none", before={"device": attempt.device}, after={}, graph=False,
         layer=layer, level="warning", would=would,
     )  # fmt: skip
 

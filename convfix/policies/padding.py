@@ -1,5 +1,5 @@
 """padding: padding strings in the wrong case, a kernel that does not fit the input, and
-strided windows TF 2.21's kernels answer wrongly (strided_windows.py: cropped to the positions
+strided windows TF 2.21's kernels answer wrongly (guard/rules.py: cropped to the positions
 the windows read, or run as a single window; exact, whatever ``strategy`` says).
 
 - ``"same"`` / ``"valid"`` are TensorFlow's own names in the wrong case: upper-cased.
@@ -21,13 +21,17 @@ import tensorflow as tf
 from convfix.call import Call, Problem, Repair, spatial_rank
 from convfix.config import PaddingPolicyConfig
 from convfix.geometry import (
+    Window,
+    crop_sizes,
     effective_kernel,
     explicit_pads,
     per_spatial,
     shown_padding,
+    single_windows,
+    spatial_sizes,
     static_shape,
 )
-from convfix.guard import windows as strided_windows
+from convfix.guard import rules
 
 name = "padding"
 _NAMES = ("SAME", "VALID")
@@ -100,7 +104,7 @@ class PaddingPolicy:
         f = static_shape(call.filter) or []
         spatial = spatial_rank(call, f, x) or 0
         channels_last = call.channels_last()
-        sizes = x[-spatial - 1 : -1] if channels_last else x[-spatial:]
+        sizes = spatial_sizes(x, spatial, channels_last)
         dilations = per_spatial(call.dilations, spatial, channels_last) or [1] * spatial
         kernel = effective_kernel(f[:spatial], dilations)
         pads = explicit_pads(call.padding, spatial, channels_last) or [(0, 0)] * spatial
@@ -114,7 +118,7 @@ class PaddingPolicy:
 def _crop_to_windows(call: Call) -> Repair:
     """negative_same_padding: cut each dimension to the positions its windows read."""
     _, dims, _ = _windows(call)
-    crop = strided_windows.crop_sizes(dims)
+    crop = crop_sizes(dims)
     index = _spatial_index([slice(0, n) for n in crop], call.channels_last())
 
     def crop_input(x: Any) -> Any:
@@ -135,7 +139,7 @@ def _one_window(call: Call) -> Repair:
     lead = len(x_shape) - spatial - 1 if last else len(x_shape) - spatial
     pairs = [[lo, hi] for lo, hi in (w.pads for w in dims)]
     pads = [[0, 0]] * lead + pairs + ([[0, 0]] if last else [])
-    cut = strided_windows.single_windows(dims)
+    cut = single_windows(dims)
     index = _spatial_index(
         [slice(0, w.kernel) if c else slice(None) for w, c in zip(dims, cut)], last
     )
@@ -164,11 +168,11 @@ def _one_window(call: Call) -> Repair:
     )
 
 
-def _windows(call: Call) -> tuple[int, list[strided_windows.Window], list[int | None]]:
+def _windows(call: Call) -> tuple[int, list[Window], list[int | None]]:
     x_shape = static_shape(call.input) or []
     f_shape = static_shape(call.filter) or []
     spatial = spatial_rank(call, f_shape, x_shape) or 0
-    dims = strided_windows.windows(call, x_shape, f_shape, spatial)
+    dims = rules.windows(call, x_shape, f_shape, spatial)
     if dims is None:
         raise ValueError("the guard saw these windows: their sizes must be known")
     return spatial, dims, x_shape

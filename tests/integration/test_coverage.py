@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from convfix.errors import ConvFixError
 from convfix.testing import capture_events
 from tests.integration.conftest import unpatched
 from tests.integration.layers import RawConv
@@ -167,6 +168,13 @@ def test_override_off_reaches_the_very_function_tensorflow_exports() -> None:
     x, k = t(1, 8, 8, 3), t(3, 3, 3, 4)
     direct = unpatched(tf.nn.conv2d)(x, k, 1, "SAME")
     np.testing.assert_array_equal(_call_unpatched(CASES["conv2d"], (x, k, 1, "SAME")), direct)
+    # A call fix mode repairs (lower-case padding) reaches TensorFlow as made: its own
+    # error, not a repaired result, and no event.
+    with capture_events() as captured, pytest.raises(Exception) as raised:
+        _call_unpatched(CASES["conv2d"], (x, k, 1, "same"))
+    assert not isinstance(raised.value, ConvFixError)
+    assert "same" in str(raised.value).lower()
+    assert captured == []
 
 
 KERAS_LAYERS = {

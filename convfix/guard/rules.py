@@ -1,0 +1,314 @@
+"""Every "unsafe on this build" rule, written once: pure functions of a call and the build.
+
+The build is an argument (``onednn``: whether TensorFlow's oneDNN kernels answer the call),
+never read from the process here, so each rule can be tested for either build on any
+machine. A rule returns the Problem it finds (its hazard on that build, the policy that can
+repair it, or "guard") or None. Consulted by ``inspection`` (before dispatch) and
+``graph_checks`` (inside tf.function); the fast checks of ``integrations.entry`` and
+``integrations.express`` are cheaper predicates that clear only calls these rules clear
+(a property test holds them to it), and ``plainly_safe`` is the pipeline's judgement when
+the guard itself failed.
+
+Measured on TF 2.21 (the README's table "What convfix does with each kind of call"):
+
+- oneDNN (on by default on x86-64 CPUs with AVX-512 VNNI or BF16; TF_ENABLE_ONEDNN_OPTS
+  overrides) aborts on a wrong input rank and answers an empty input, or a kernel larger
+  than a VALID input, with a tensor of the wrong shape. Without oneDNN, TensorFlow raises
+  its own errors for the same calls.
+- depthwise and separable convolutions with strides and dilations both above 1 answer
+  wrong values on every build; oneDNN's Conv3D corrupts the heap for a SAME dilated kernel
+  longer than the input.
+- Strided windows (``misanswered``), answered with wrong values, right shape, no error:
+
+  ``negative_same_padding``: with SAME padding, a stride larger than the kernel can leave
+  input positions past the last window, so TensorFlow's padding total is negative. The
+  Conv3D kernel outside oneDNN (every dtype oneDNN does not take, and every dtype with
+  oneDNN off) then centres the windows, starting ``-total // 2`` positions into the input
+  where TensorFlow's definition starts at 0. Wrong whenever ``total <= -2``. Repair: crop
+  each such dimension to the positions the windows read, ``(out - 1) * stride + kernel``:
+  the total becomes 0 and every kernel answers the definition.
+
+  ``single_window_one_channel``: oneDNN's convolutions (TF 2.21, oneDNN 3.7, measured on
+  AVX-512, float32 and bfloat16) leave parts of the answer unwritten when each group has
+  one input channel (a one-channel input; depthwise with a channel multiplier of 2 or
+  more) and some dimension has a single output window that is strided or reaches into
+  padding. The measured conditions are narrower and differ by dtype (float32: the last
+  dimension collapsed by a stride, batch 2 or more; bfloat16 also a padded depth of 1);
+  the rule covers the wider geometry, since convfix cannot tell which kernel a CPU will
+  pick. Explicit padding lists are no cure (they run on the same kernel). Repair: pad the
+  input by the call's own padding, cut each such dimension to its one window with stride
+  1, and run VALID: the same windows, the same products, on a geometry those kernels get
+  right (measured on every wrong case found).
+
+  Both repairs (policies.padding) are exact: the repaired call reads the same input
+  positions with the same kernel taps as TensorFlow's definition of the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convfix.call import Call, Hazard, Problem
+from convfix.geometry import (
+    Shape,
+    Window,
+    crop_sizes,
+    effective_kernel,
+    explicit_pads,
+    per_spatial,
+    shown_padding,
+    single_windows,
+    spatial_sizes,
+    static_shape,
+    windows_of,
+)
+from convfix.ops import default_data_format
+
+
+def input_rank(call: Call, x_shape: Shape, spatial: int, onednn: bool) -> Problem | None:
+    """An input one rank short (a missing batch dim: batch_dim's to repair), or of any other
+    rank the op does not take: oneDNN aborts on too few dims and answers too many wrongly."""
+    bad_rank: Hazard = "abort" if onednn else "answered"
+    wanted = spatial + 2
+    rank = len(x_shape)
+    layout = default_data_format(spatial) if call.channels_last() else call.format_name(spatial)
+    if rank == wanted - 1:
+        return Problem(
+            "missing_batch_dim",
+            "batch_dim",
+            bad_rank,
+            f"{call.spec.name}: input has shape {x_shape} (rank {rank}), one short of "
+            f"the rank {wanted} ({layout}) it needs",
+            {"input_shape": x_shape},
+        )
+    if rank < wanted or (rank > wanted and not call.spec.extra_batch_dims):
+        return Problem(
+            "bad_input_rank",
+            "guard",
+            bad_rank if rank < wanted else ("garbage" if onednn else "answered"),
+            f"{call.spec.name}: input has shape {x_shape} (rank {rank}); it needs rank "
+            f"{wanted} ({layout})",
+            {"input_shape": x_shape},
+        )
+    return None
+
+
+def strided_dilation(call: Call, spatial: int, x_shape: Shape) -> Problem | None:
+    """depthwise_conv2d and separable_conv2d with strides > 1 *and* dilations > 1: TF 2.21
+    only logs a warning, then computes a wrong result (measured: wrong values, and wrong
+    shapes for SAME padding). tf.nn.convolution raises for the same combination."""
+    if call.spec.kind not in ("depthwise", "separable"):
+        return None
+    channels_last = call.channels_last()
+    strides = per_spatial(call.strides, spatial, channels_last)
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    if not strides or not dilations or max(strides) <= 1 or max(dilations) <= 1:
+        return None
+    return Problem(
+        "strided_dilation",
+        "guard",
+        "garbage",
+        f"{call.spec.name}: strides {strides} together with dilations {dilations}; TensorFlow "
+        "supports one or the other here (use strides 1 with dilations, or dilations 1)",
+        {"input_shape": x_shape, "strides": strides, "dilations": dilations},
+    )
+
+
+def dilated_kernel_past_input(
+    call: Call, spatial: int, x_shape: Shape, f_shape: Shape, onednn: bool
+) -> Problem | None:
+    """tf.nn.conv3d with SAME padding and a dilated kernel longer than the input: some
+    windows then hold no input at all, and TF 2.21's oneDNN Conv3D was measured to corrupt
+    the heap there (glibc aborts the process, at once or later) when a stride is above 1.
+    Refused wherever such a window can exist, strides or not (a sweep found no crash with
+    strides 1, which is a sample, not a proof). tf.nn.convolution dilates another way and is
+    safe; the Eigen Conv3D refuses dilations itself."""
+    if not onednn or call.spec.kind != "conv" or call.spec.spatial != 3:
+        return None
+    if not isinstance(call.padding, str) or call.padding.upper() != "SAME":
+        return None
+    channels_last = call.channels_last()
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    sizes = spatial_sizes(x_shape, spatial, channels_last)
+    if dilations is None or max(dilations) <= 1:
+        return None
+    kernel = effective_kernel(f_shape[:spatial], dilations)
+    longer = [
+        i
+        for i, (n, k, d) in enumerate(zip(sizes, kernel, dilations))
+        if d > 1 and n is not None and k is not None and k > n
+    ]
+    if not longer:
+        return None
+    return Problem(
+        "dilated_kernel_past_input",
+        "guard",
+        "abort",
+        f"{call.spec.name}: SAME padding with dilations {dilations} makes the kernel "
+        f"{kernel} longer than the input's spatial size {sizes}, so some windows hold no "
+        "input; TF 2.21's oneDNN Conv3D corrupts memory there. Use tf.nn.convolution (it "
+        "dilates another way), VALID padding, or dilations 1",
+        {"input_shape": x_shape, "filter_shape": f_shape, "dilations": dilations},
+    )
+
+
+def kernel_larger_than_input(
+    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, onednn: bool
+) -> Problem | None:
+    """VALID (or explicit) padding with a dilated kernel larger than the padded input in
+    some dimension: oneDNN answers a wrongly shaped tensor; without it TensorFlow answers
+    by itself (an empty result or its own error)."""
+    channels_last = call.channels_last()
+    sizes = spatial_sizes(x_shape, spatial, channels_last)
+    dilations = per_spatial(call.dilations, spatial, channels_last)
+    padding = call.padding
+    pads = explicit_pads(padding, spatial, channels_last)
+    if dilations is None or not (pads is not None or _is_valid(padding)):
+        return None
+    kernel = effective_kernel(f_shape[:spatial], dilations)
+    padded = [
+        None if s is None else s + (lo + hi if pads else 0)
+        for s, (lo, hi) in zip(sizes, pads or [(0, 0)] * spatial)
+    ]
+    too_small = [
+        i
+        for i, (s, k) in enumerate(zip(padded, kernel))
+        if s is not None and k is not None and 0 < s < k
+    ]
+    if not too_small:
+        return None
+    return Problem(
+        "kernel_larger_than_input",
+        "padding",
+        "garbage" if onednn else "answered",
+        f"{call.spec.name}: input spatial size {sizes} is smaller than the "
+        f"{'dilated ' if any(d > 1 for d in dilations) else ''}kernel "
+        f"{kernel} with padding {padding!r}; each spatial size must be at least "
+        "the kernel's (or use padding 'SAME')",
+        {
+            "input_shape": x_shape,
+            "filter_shape": f_shape,
+            "padding": shown_padding(padding),
+        },
+    )
+
+
+def empty_input(call: Call, x_shape: Shape, onednn: bool) -> Problem | None:
+    """An input with a zero-sized dimension: oneDNN answers with the input's channel count
+    where the output's belongs (the guard answers it instead: guard.answers)."""
+    if not empty_input_unsafe(onednn) or not any(d == 0 for d in x_shape):
+        return None
+    return Problem(
+        "empty_input",
+        "guard",
+        "garbage",
+        f"{call.spec.name}: input has shape {x_shape}, which holds no elements",
+        {"input_shape": x_shape},
+    )
+
+
+def empty_input_unsafe(onednn: bool) -> bool:
+    """Whether an empty input (or one whose sizes are known only at run time, which may be
+    empty then, or smaller than a VALID kernel) is answered wrongly on this build."""
+    return onednn
+
+
+def windows(call: Call, x_shape: Shape, f_shape: Shape, spatial: int) -> list[Window] | None:
+    """The call's windows per spatial dimension, or None where something is not known."""
+    last = call.channels_last()
+    return windows_of(
+        spatial_sizes(x_shape, spatial, last),
+        f_shape[:spatial],
+        call.strides,
+        call.dilations,
+        call.padding,
+        spatial,
+        last,
+    )
+
+
+def misanswered(
+    kind: str,
+    spatial: int,
+    padding: Any,
+    channels: int | None,
+    multiplier: int | None,
+    dims: list[Window],
+    onednn: bool,
+) -> str | None:
+    """The reason TF 2.21 would answer these windows wrongly, or None (module docstring)."""
+    shifted = kind == "conv" and spatial == 3 and padding == "SAME"
+    if shifted and crop_sizes(dims) != [w.size for w in dims]:
+        return "negative_same_padding"
+    if not onednn or kind not in ("conv", "depthwise", "separable"):
+        return None
+    # One input channel per group: a one-channel input to a plain convolution, or a
+    # depthwise one with a channel multiplier of 2 or more (measured: 1 is right).
+    if (channels != 1) if kind == "conv" else (multiplier or 0) < 2:
+        return None
+    cut = single_windows(dims)
+    if not any(cut):
+        return None
+    if kind != "conv" and any(w.stride != 1 for w, c in zip(dims, cut) if not c):
+        return None  # measured: never wrong there; and depthwise takes equal strides only
+    return "single_window_one_channel"
+
+
+def misanswered_windows(
+    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, onednn: bool
+) -> Problem | None:
+    """A Problem for windows TF 2.21 would answer wrongly (``misanswered``)."""
+    dims = windows(call, x_shape, f_shape, spatial)
+    if dims is None:
+        return None
+    channels = x_shape[-1] if call.channels_last() else x_shape[-spatial - 1]
+    reason = misanswered(call.spec.kind, spatial, call.padding, channels, f_shape[-1], dims, onednn)
+    if reason is None:
+        return None
+    sizes, strides = [w.size for w in dims], [w.stride for w in dims]
+    if reason == "negative_same_padding":
+        message = (
+            f"SAME padding with strides {strides} on input spatial size {sizes} leaves input "
+            f"past the last window (the windows read {crop_sizes(dims)}); TF 2.21's Conv3D "
+            "kernel outside oneDNN then shifts every window and answers wrong values. Crop "
+            "the input to the positions read, or use VALID"
+        )
+    else:
+        message = (
+            f"one input channel per group, spatial size {sizes}, strides {strides}: a "
+            "dimension with a single output window that is strided or reaches into padding; "
+            "TF 2.21's oneDNN kernels leave parts of such answers unwritten. Run that "
+            "dimension as its one window (padded explicitly, VALID, stride 1)"
+        )
+    before = {"input_shape": x_shape, "strides": strides, "padding": shown_padding(call.padding)}
+    return Problem(reason, "padding", "garbage", f"{call.spec.name}: {message}", before)
+
+
+def needs_run_time_check(call: Call, onednn: bool) -> bool:
+    """A traced call whose input sizes are partly unknown: the empty-input and kernel-fit
+    rules can only be decided when the graph runs (guard.graph_checks adds the check)."""
+    if not empty_input_unsafe(onednn) or not call.graph or call.spec.kind == "transpose":
+        return False
+    x = static_shape(call.input)
+    return x is not None and None in x
+
+
+def plainly_safe(call: Call, onednn: bool) -> bool:
+    """Safety judged without the other rules (the guard may be what failed): the exact
+    rank, no empty dimension, and a kernel that fits. Without oneDNN every call is one
+    TensorFlow answers itself."""
+    if not onednn:
+        return True
+    x, f = static_shape(call.input), static_shape(call.filter)
+    if x is None or f is None or len(x) != len(f) or 0 in x or None in x or None in f:
+        return False
+    spatial = len(f) - 2
+    sizes = spatial_sizes(x, spatial, call.channels_last())
+    same = isinstance(call.padding, str) and call.padding.upper() == "SAME"
+    dilated = per_spatial(call.dilations, spatial, call.channels_last()) != [1] * spatial
+    fits = all(s >= k for s, k in zip(sizes, f[:spatial]))  # type: ignore[operator]
+    return same or (not dilated and fits)
+
+
+def _is_valid(padding: object) -> bool:
+    return isinstance(padding, str) and padding.upper() == "VALID"

@@ -123,6 +123,7 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
     this can, by evaluating checks built the way convfix builds the wrapper's own.
     """
     try:
+        from convfix.integrations import express
         from convfix.integrations import tensorflow as tf_integration
         from convfix.integrations.entry import FilterShapes, make_fast_check
         from convfix.memory import Memory
@@ -134,7 +135,14 @@ def takes_fast_path(module_name: str, attribute: str, run: Callable[[], object])
         if caps is None or original(wrapper) is wrapper:
             return None
         fast = make_fast_check(spec, original(wrapper), caps, FilterShapes(caps), Memory())
-        quick = getattr(wrapper, "__convfix_quick__", None)
+        lane = getattr(getattr(wrapper, "__code__", None), "co_filename", "")
+        # The express lane's code is generated (integrations/express.py): its quick check,
+        # built again the way the lane's was.
+        quick = (
+            express.make_quick_check(spec, caps, Memory())
+            if lane.startswith("<convfix express")
+            else None
+        )
         signature = inspect.signature(original(wrapper))
     except Exception:  # convfix's internals moved: say "unknown" rather than fail the run
         return None

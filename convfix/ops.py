@@ -27,7 +27,6 @@ class OpSpec:
     dilations_params: tuple[str, ...] = ("dilations",)
     data_format_param: str = "data_format"
     extra_batch_dims: bool = False  # TF itself folds leading batch dims (rank > N+2 is valid)
-    explicit_padding: bool = False  # takes [[lo, hi], ...] padding lists
     pointwise_param: str | None = None  # separable_conv2d's second filter
     needs_tensor_input: bool = False  # TF reads input.shape first: a Python list fails
 
@@ -44,7 +43,6 @@ V2_SPECS: dict[str, OpSpec] = {
         2,
         _CONV_V2,
         extra_batch_dims=True,
-        explicit_padding=True,
         needs_tensor_input=True,
     ),
     "conv3d": OpSpec("conv3d", "conv", 3, _CONV_V2, extra_batch_dims=True, needs_tensor_input=True),
@@ -71,7 +69,6 @@ V1_SPECS: dict[str, OpSpec] = {
         2,
         _CONV_V1,
         extra_batch_dims=True,
-        explicit_padding=True,
         needs_tensor_input=True,
     ),
     "conv1d": OpSpec(

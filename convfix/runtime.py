@@ -17,12 +17,11 @@ from convfix.config import Config, apply_overrides
 class Flags:
     """Plain attributes the hot path reads: one lookup each, no locking needed."""
 
-    __slots__ = ("active", "budget", "fast", "overrides", "patched")
+    __slots__ = ("active", "budget", "fast", "overrides")
 
     def __init__(self) -> None:
         self.active = False  # a config is loaded and its mode is not "off"
         self.overrides = 0  # blocks inside convfix.override(...) anywhere in the process
-        self.patched = False
         # A memory budget (split_batch.max_batch_bytes) is in force somewhere: every call
         # needs its bytes estimated, so none may take the fast path.
         self.budget = False

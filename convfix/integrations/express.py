@@ -110,7 +110,6 @@ def build(
     # Tracebacks through the lane show its source, as they do for dataclasses' methods.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     function: Callable[..., Any] = namespace[original.__name__]
-    function.__convfix_quick__ = quick  # type: ignore[attr-defined]  # for benchmarks
     return function
 
 

@@ -4,7 +4,7 @@
 thing wrong with a call (the guard's and the policies' finding). ``Repair``: what a policy
 did about one. ``Binder``: turns a function's positional and keyword arguments into a Call.
 
-Binding happens only off the fast path (see integrations/entry.py): a call that the
+Binding happens only on the replay and full path (see integrations/entry.py): a call that the
 cheap check proves healthy is never bound.
 """
 

@@ -16,8 +16,9 @@ remembered so the next pays for nothing twice:
   examples): the chunk that fits, the device that works. Bounded by
   ``[policies.split_batch] max_table_size``, least recently used first out.
 - ``flagged`` filters (by id) whose calls were repaired, and ``routed`` per-example input
-  shapes that recovery learned something for: the fast checks send such calls to the slow
-  path, where the plans and the learned table are read, instead of to TensorFlow first.
+  shapes that recovery learned something for: the express lane and the fast check send
+  such calls to pipeline.handle, where the plans and the learned table are read, instead
+  of to TensorFlow first.
 
 No TensorFlow import: values are described by their attributes.
 """

@@ -2,7 +2,7 @@
 
 One row per public function convfix wraps. The table knows nothing of TensorFlow's
 objects: integrations/tensorflow.py looks the names up; call.py uses the parameter
-names to bind a call; guard.py uses the geometry (spatial rank, kind) to check it.
+names to bind a call; guard/rules.py uses the geometry (spatial rank, kind) to check it.
 """
 
 from __future__ import annotations

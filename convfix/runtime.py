@@ -23,7 +23,7 @@ class Flags:
         self.active = False  # a config is loaded and its mode is not "off"
         self.overrides = 0  # blocks inside convfix.override(...) anywhere in the process
         # A memory budget (split_batch.max_batch_bytes) is in force somewhere: every call
-        # needs its bytes estimated, so none may take the fast path.
+        # needs its bytes estimated, so every call takes the full path.
         self.budget = False
         # active, no override block anywhere and no budget: the one attribute the express
         # lane reads before its check (see checking() for everything else).

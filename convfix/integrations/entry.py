@@ -4,12 +4,31 @@ The hot path is a plain function, not a wrapt FunctionWrapper: tf-facts measured
 wrapper at +2 us a call against +0.2 us for a closure, which alone would spend most of the
 1% budget on a typical layer. wrapt still does the import hooks (_bootstrap.py). Where it
 can, the function installed is the express lane (express.py), generated with the wrapped
-function's signature; it hands everything it does not clear to the general path here.
+function's signature; it hands everything it does not clear to the fast check here.
 
 A call the fast check clears goes straight to TensorFlow with its arguments untouched;
 if TensorFlow raises, pipeline.recover decides whether a policy repairs it (dtype
 mismatches are found this way: reading dtypes on every call cost more than the rest of the
 check, measured in front of a real op). Anything else goes to pipeline.handle first.
+
+The routes a call takes (README, "Architecture", uses the same words):
+
+=============  =======================================  ===============================
+route          taken when                               what runs
+=============  =======================================  ===============================
+off            convfix is off here (mode, override)     TensorFlow's function, as made
+express lane   the lane's quick check clears the call   TensorFlow's function, as made
+fast check     no lane, or the quick check did not      TensorFlow's function, as made
+               clear it, and this check does
+replay         memory holds a plan for the signature    the remembered repairs
+full path      anything else                            bind, guard, policies, dispatch
+=============  =======================================  ===============================
+
+On the first three, an error TensorFlow raises goes to pipeline.recover (a policy may
+claim it, or recovery from out of memory); on the last two, pipeline.recovery sees the
+dispatch. The quick and fast checks are conservative: they clear only calls the guard's
+rules (guard/rules.py) clear, which tests/integration/test_fast_check_is_conservative.py
+holds them to.
 """
 
 from __future__ import annotations
@@ -132,7 +151,7 @@ def make_fast_check(
     # rank, dtype or padding name makes TensorFlow raise, and recovery repairs it then. So
     # a SAME call on that build needs only its input's type checked.
     lean = not onednn and not dilation_checked_always
-    # Strided windows some kernel answers with wrong values (strided_windows.py): Conv3D
+    # Strided windows some kernel answers with wrong values (guard/rules.py): Conv3D
     # outside oneDNN (any build: oneDNN leaves some dtypes to Eigen), and oneDNN's own.
     window_risk = not transpose and (onednn or (spec.kind == "conv" and spatial in (3, None)))
 
@@ -208,7 +227,7 @@ def unit_strides(strides: Any) -> bool:
     if strides is None or (type(strides) is int and strides == 1):
         return True
     # Plain ints only: it runs in the express lane, where nothing may raise (an array's
-    # `== 1` would); anything else just takes the general path.
+    # `== 1` would); anything else just takes the fast check.
     return type(strides) in (list, tuple) and all(type(v) is int and v == 1 for v in strides)
 
 
@@ -223,7 +242,7 @@ def _misanswered(
     onednn: bool,
 ) -> bool:
     """Would a strided call be answered wrongly (or can this not tell)? The guard's rule
-    (strided_windows.py), from raw arguments."""
+    (guard/rules.py), from raw arguments."""
     last = not (type(fmt) is str and fmt.startswith("NC"))
     spatial = len(dims) - 2
     sizes = dims[1:-1] if last else dims[2:]
@@ -240,8 +259,9 @@ def make_general(
     slow: Callable[[tuple[Any, ...], dict[str, Any]], Any],
     recover: Recover,
 ) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
-    """The general path: pass through when off; the fast check, then TensorFlow, with
-    recovery from its error; anything the fast check cannot clear takes the slow path."""
+    """The fast check route: pass through when off; the fast check, then TensorFlow, with
+    recovery from its error; anything the fast check cannot clear goes to pipeline.handle
+    (replay or full path)."""
 
     def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not runtime.enabled():

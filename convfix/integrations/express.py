@@ -15,7 +15,7 @@ per call on the tiny conv2d, same input each call (TF 2.21, oneDNN off; callgrin
 With the exact signature, arguments arrive in local variables (no tuple, no dict, no
 lookup); the check is a small closure chosen for the function's kind and the build, whose
 frame is gone by the time TensorFlow records the stack; TensorFlow's call follows it at
-once. Everything the check does not clear goes to the general path (entry.py), which
+once. Everything the check does not clear goes to the fast check (entry.py), which
 decides exactly as before; nothing here decides that a call is unhealthy.
 
 The original is called with every parameter given positionally (defaults filled in), so
@@ -146,8 +146,8 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
     flags, checking = runtime.flags, runtime.checking
     eager: Any = caps.eager  # Any: `type(x) is eager` must not narrow x for mypy
     flagged, routed = memory.flagged, memory.routed
-    # Strided windows some kernel answers wrongly (strided_windows.py) need the general
-    # path's check: Conv3D outside oneDNN, oneDNN's convolutions.
+    # Strided windows some kernel answers wrongly (guard/rules.py) need the fast
+    # check's closer look: Conv3D outside oneDNN, oneDNN's convolutions.
     strided_risk = spec.kind != "transpose" and (
         caps.onednn or (spec.kind == "conv" and spec.spatial in (3, None))
     )
@@ -169,9 +169,9 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
 
         return lean
     if spec.spatial is None:
-        return None  # the rank comes from the filter: the general path reads it
+        return None  # the rank comes from the filter: the fast check reads it
     if spec.kind == "conv" and spec.spatial == 3:
-        return None  # oneDNN's Conv3D needs its dilations checked: the general path does
+        return None  # oneDNN's Conv3D needs its dilations checked: the fast check does
     rank = spec.spatial + 2
     if spec.kind == "transpose":  # output_shape is the caller's: any padding is fine
 
@@ -189,8 +189,8 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
 
     def onednn(x: Any, f: Any, padding: Any, strides: Any) -> bool:
         # oneDNN aborts on a wrong rank, answers an empty input wrongly, and may answer a
-        # one-channel input wrongly (strided_windows.py): a dimension of 1 where channels
-        # are, in either layout, goes to the general path.
+        # one-channel input wrongly (guard/rules.py): a dimension of 1 where channels
+        # are, in either layout, goes to the fast check.
         return (
             (flags.fast or checking())
             and type(x) is eager

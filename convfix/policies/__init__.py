@@ -1,7 +1,7 @@
 """The policies, in the order the pipeline runs them.
 
 Adding a policy: one module with a class following ``base.Policy``, one config section
-(config.py), one line in ``build`` below.
+(config/schema.py), one line in ``build`` below.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ class DtypePolicy:
     def __init__(self, settings: DtypePolicyConfig) -> None:
         self.settings = settings
         # The dtype chosen for a problem, by the problem's identity: a replayed repair
-        # (replay.py) hands the same Problem back call after call.
+        # (memory.py) hands the same Problem back call after call.
         self._targets: dict[int, tuple[Problem, tf.DType]] = {}
 
     def detect(self, call: Call) -> Problem | None:

@@ -72,6 +72,13 @@ def explicit_pads(padding: Any, spatial: int, channels_last: bool) -> list[tuple
     return [(int(lo), int(hi)) for lo, hi in chosen]
 
 
+def padding_name(padding: Any) -> str | None:
+    """A padding name as TensorFlow reads it in any case ("SAME", "VALID", "EXPLICIT"...),
+    upper-cased; None for an explicit list. (TensorFlow itself refuses lower case: the
+    padding policy repairs that; the rules judge what the call would mean.)"""
+    return padding.upper() if isinstance(padding, str) else None
+
+
 def effective_kernel(kernel: Sequence[int | None], dilations: Sequence[int]) -> list[int | None]:
     """Size of a dilated kernel: (k - 1) * d + 1."""
     return [None if k is None else (k - 1) * d + 1 for k, d in zip(kernel, dilations)]

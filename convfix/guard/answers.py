@@ -16,6 +16,7 @@ from convfix.geometry import (
     effective_kernel,
     explicit_pads,
     output_size,
+    padding_name,
     per_spatial,
     spatial_sizes,
     static_shape,
@@ -46,7 +47,7 @@ def output_shape(call: Call, input_shape: Shape | None = None) -> list[int] | No
     sizes = spatial_sizes(x_shape, spatial, channels_last)
     out: list[int] = []
     for i, size in enumerate(sizes):
-        how = pads[i] if pads else (padding.upper() if isinstance(padding, str) else None)
+        how = pads[i] if pads else padding_name(padding)
         if how is None:
             return None
         value = output_size(size, kernel[i], strides[i], how)

@@ -20,7 +20,7 @@ from typing import Any
 import tensorflow as tf
 
 from convfix.call import Call, spatial_rank
-from convfix.geometry import effective_kernel, per_spatial, static_shape
+from convfix.geometry import effective_kernel, padding_name, per_spatial, static_shape
 from convfix.guard import rules
 
 
@@ -47,7 +47,7 @@ def dispatch_checked(call: Call, dispatch: Callable[[], Any]) -> Any:
     padding = call.padding
     channels_last = call.channels_last()
     dilations = per_spatial(call.dilations, spatial, channels_last)
-    valid = not isinstance(padding, str) or padding.upper() == "VALID"
+    valid = not isinstance(padding, str) or padding_name(padding) == "VALID"
     if valid and isinstance(padding, str) and dilations is not None and None not in f:
         kernel = effective_kernel(f[:spatial], dilations)
         shape = tf.shape(call.input)

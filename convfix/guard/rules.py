@@ -55,6 +55,7 @@ from convfix.geometry import (
     crop_sizes,
     effective_kernel,
     explicit_pads,
+    padding_name,
     per_spatial,
     shown_padding,
     single_windows,
@@ -125,7 +126,7 @@ def dilated_kernel_past_input(
     safe; the Eigen Conv3D refuses dilations itself."""
     if not onednn or call.spec.kind != "conv" or call.spec.spatial != 3:
         return None
-    if not isinstance(call.padding, str) or call.padding.upper() != "SAME":
+    if padding_name(call.padding) != "SAME":
         return None
     channels_last = call.channels_last()
     dilations = per_spatial(call.dilations, spatial, channels_last)
@@ -163,7 +164,7 @@ def kernel_larger_than_input(
     dilations = per_spatial(call.dilations, spatial, channels_last)
     padding = call.padding
     pads = explicit_pads(padding, spatial, channels_last)
-    if dilations is None or not (pads is not None or _is_valid(padding)):
+    if dilations is None or not (pads is not None or padding_name(padding) == "VALID"):
         return None
     kernel = effective_kernel(f_shape[:spatial], dilations)
     padded = [
@@ -304,11 +305,7 @@ def plainly_safe(call: Call, onednn: bool) -> bool:
         return False
     spatial = len(f) - 2
     sizes = spatial_sizes(x, spatial, call.channels_last())
-    same = isinstance(call.padding, str) and call.padding.upper() == "SAME"
+    same = padding_name(call.padding) == "SAME"
     dilated = per_spatial(call.dilations, spatial, call.channels_last()) != [1] * spatial
     fits = all(s >= k for s, k in zip(sizes, f[:spatial]))  # type: ignore[operator]
     return same or (not dilated and fits)
-
-
-def _is_valid(padding: object) -> bool:
-    return isinstance(padding, str) and padding.upper() == "VALID"

@@ -43,6 +43,8 @@ def per_spatial(value: Any, spatial: int, channels_last: bool) -> list[int] | No
     ``_get_sequence`` reads them; None when the value is not one of those forms."""
     if value is None:
         return [1] * spatial
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays, which TensorFlow takes too
+        value = value.tolist()
     if isinstance(value, int) and not isinstance(value, bool):
         return [value] * spatial
     if not isinstance(value, Sequence) or isinstance(value, str):
@@ -61,8 +63,12 @@ def per_spatial(value: Any, spatial: int, channels_last: bool) -> list[int] | No
 
 def explicit_pads(padding: Any, spatial: int, channels_last: bool) -> list[tuple[int, int]] | None:
     """Explicit padding ``[[lo, hi], ...]`` (all dims) as (lo, hi) per spatial dimension."""
+    if hasattr(padding, "tolist"):
+        padding = padding.tolist()
     if isinstance(padding, str) or not isinstance(padding, Sequence):
         return None
+    if not all(isinstance(p, Sequence) for p in padding):
+        return None  # not pairs: TensorFlow refuses it with its own error
     pairs = [tuple(p) for p in padding]
     if len(pairs) != spatial + 2 or not all(
         len(p) == 2 and all(isinstance(v, int) for v in p) for p in pairs

@@ -295,17 +295,23 @@ def needs_run_time_check(call: Call, onednn: bool) -> bool:
 
 
 def plainly_safe(call: Call, onednn: bool) -> bool:
-    """Safety judged without the other rules (the guard may be what failed): the exact
-    rank, no empty dimension, and a kernel that fits. Without oneDNN every call is one
-    TensorFlow answers itself."""
+    """Safety judged without the other rules (the guard may be what failed), and more
+    narrowly than they judge it, so that no rule could have objected: strides and dilations
+    of 1 (no strided window, no strided dilation, no dilated kernel past the input), and
+    with oneDNN also the exact rank, no empty or unknown dimension, and every spatial size
+    at least the kernel's (no single window reaching into padding). Without oneDNN a wrong
+    rank or a kernel that does not fit is TensorFlow's own error, not a wrong answer."""
+    x, f = static_shape(call.input), static_shape(call.filter)
+    if f is None or len(f) < 3:
+        return False
+    spatial, last = len(f) - 2, call.channels_last()
+    ones = [1] * spatial
+    if per_spatial(call.strides, spatial, last) != ones:
+        return False
+    if per_spatial(call.dilations, spatial, last) != ones:
+        return False
     if not onednn:
         return True
-    x, f = static_shape(call.input), static_shape(call.filter)
-    if x is None or f is None or len(x) != len(f) or 0 in x or None in x or None in f:
+    if x is None or len(x) != len(f) or 0 in x or None in x or None in f:
         return False
-    spatial = len(f) - 2
-    sizes = spatial_sizes(x, spatial, call.channels_last())
-    same = padding_name(call.padding) == "SAME"
-    dilated = per_spatial(call.dilations, spatial, call.channels_last()) != [1] * spatial
-    fits = all(s >= k for s, k in zip(sizes, f[:spatial]))  # type: ignore[operator]
-    return same or (not dilated and fits)
+    return all(s >= k for s, k in zip(spatial_sizes(x, spatial, last), f[:spatial]))  # type: ignore[operator]

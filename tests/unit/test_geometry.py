@@ -455,3 +455,21 @@ def test_a_tensor_stand_in_reads_like_a_tensor() -> None:
     # given the stand-in tensors other tests build calls from, then geometry reads them
     assert static_shape(Tensor((1, 2, 3))) == [1, 2, 3]
     assert static_shape(Tensor(StaticShape([None, 2]))) == [None, 2]
+
+
+@pytest.mark.parametrize(
+    "value", [np.int64(2), np.array([1, 2, 2, 1]), np.array([2, 2])], ids=["scalar", "4", "2"]
+)
+def test_numpy_strides_read_like_python_ints(value: Any) -> None:
+    # TensorFlow's _get_sequence takes NumPy values: the rules must read them too
+    assert per_spatial(value, 2, True) == [2, 2]
+
+
+def test_a_flat_padding_list_is_not_explicit_padding() -> None:
+    # TensorFlow refuses [1, 1, 1, 1] with its own error; reading it must not raise
+    assert explicit_pads([1, 1, 1, 1], 2, True) is None
+
+
+def test_numpy_explicit_padding_reads_like_lists() -> None:
+    pads = np.array([[0, 0], [1, 2], [3, 4], [0, 0]])
+    assert explicit_pads(pads, 2, True) == [(1, 2), (3, 4)]

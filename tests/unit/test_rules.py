@@ -9,11 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from convfix.call import Call, Problem
 from convfix.geometry import Shape, static_shape, windows_of
 from convfix.guard import rules
+from convfix.guard.inspection import inspect
 from tests.unit.standins import bind, tensor, unknown_rank
+from tests.unit.test_inspection import calls
 
 ONEDNN = pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])
 
@@ -506,17 +510,45 @@ def test_other_calls_need_no_run_time_check(call: Call) -> None:
 # --- plainly_safe ------------------------------------------------------------------------
 
 
-def test_without_onednn_every_call_is_plainly_safe() -> None:
+def test_without_onednn_a_call_of_the_wrong_rank_is_plainly_safe() -> None:
     # given a call of the wrong rank, then TensorFlow without oneDNN refuses it itself
     call = bind("conv2d", tensor(5, 3), tensor(3, 3, 3, 4), 1, "VALID")
     assert rules.plainly_safe(call, False)
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+@pytest.mark.parametrize(
+    ("op", "x", "f", "strides", "dilations"),
+    [
+        pytest.param(
+            "depthwise_conv2d", (1, 9, 9, 2), (3, 3, 2, 1), [1, 2, 2, 1], 2, id="strided_dilation"
+        ),
+        pytest.param(
+            "conv3d", (1, 4, 4, 4, 1), (3, 3, 3, 1, 2), [1, 2, 2, 2, 1], None, id="strided_window"
+        ),
+        pytest.param(
+            "conv3d", (1, 4, 4, 4, 1), (3, 3, 3, 1, 2), [1, 1, 1, 1, 1], 2, id="dilated_kernel"
+        ),
+    ],
+)
+def test_a_strided_or_dilated_call_is_never_plainly_safe(
+    op: str, x: tuple[int, ...], f: tuple[int, ...], strides: Any, dilations: Any, onednn: bool
+) -> None:
+    call = bind(op, tensor(*x), tensor(*f), strides, "SAME", dilations=dilations)
+    assert not rules.plainly_safe(call, onednn)
+
+
+@given(call=calls(), onednn=st.booleans())
+def test_what_is_plainly_safe_no_rule_calls_unsafe(call: Call, onednn: bool) -> None:
+    assume(rules.plainly_safe(call, onednn))
+    assert not [p.reason for p in inspect(call, onednn) if p.unsafe]
 
 
 @pytest.mark.parametrize(
     ("x", "f", "padding", "dilations", "safe"),
     [
         pytest.param((1, 5, 5, 3), (3, 3, 3, 4), "VALID", None, True, id="fits"),
-        pytest.param((1, 2, 2, 3), (3, 3, 3, 4), "SAME", None, True, id="same_larger_kernel"),
+        pytest.param((1, 2, 2, 3), (3, 3, 3, 4), "SAME", None, False, id="same_larger_kernel"),
         pytest.param((1, 2, 2, 3), (3, 3, 3, 4), "VALID", None, False, id="valid_larger_kernel"),
         pytest.param((1, 5, 5, 3), (3, 3, 3, 4), "VALID", 2, False, id="valid_dilated"),
         pytest.param((5, 5, 3), (3, 3, 3, 4), "VALID", None, False, id="wrong_rank"),
@@ -525,7 +557,7 @@ def test_without_onednn_every_call_is_plainly_safe() -> None:
         pytest.param((None, 5, 5, 3), (3, 3, 3, 4), "SAME", None, False, id="unknown_size"),
     ],
 )
-def test_plainly_safe_on_onednn_is_exact_rank_nothing_empty_and_a_fitting_kernel(
+def test_plainly_safe_on_onednn_is_exact_rank_nothing_empty_and_a_fitting_kernel_on_every_padding(
     x: tuple[int | None, ...], f: tuple[int, ...], padding: str, dilations: Any, safe: bool
 ) -> None:
     call = bind("conv2d", tensor(*x), tensor(*f), 1, padding, dilations=dilations)

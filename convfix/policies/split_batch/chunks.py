@@ -16,11 +16,21 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.python.eager import record
+
+try:  # TF 2.13 and later
+    from tensorflow.python.eager import record
+except ImportError:  # TF 2.12: the same function lived in eager.tape
+    from tensorflow.python.eager import tape as record
 
 from convfix.call import Call
 from convfix.geometry import shape_values, static_shape
 from convfix.guard.answers import output_shape
+
+
+def tape_active() -> bool:
+    """Whether a GradientTape may record what runs now (the in-place join has no gradient)."""
+    return bool(record.could_possibly_record())
+
 
 Send = Callable[[Call], Any]
 """Runs one (chunk) call on TensorFlow and returns its result."""
@@ -86,7 +96,7 @@ def run_split(call: Call, chunk: int, send: Send, in_place: bool = False) -> Any
     spans = list(chunk_sizes(batch, chunk))
     if len(spans) == 1:
         return send(call)
-    if not in_place or record.could_possibly_record():
+    if not in_place or tape_active():
         parts = [send(slice_call(call, start, stop)) for start, stop in spans]
         return _joining(tf.concat, values=parts, axis=0)
     return _join_in_place(call, spans, batch, send)

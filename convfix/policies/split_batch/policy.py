@@ -19,8 +19,6 @@ import math
 import time
 from typing import Any, NamedTuple
 
-from tensorflow.python.eager import record
-
 from convfix.call import Call, Problem, Repair
 from convfix.config import SplitBatchPolicyConfig
 from convfix.memory import Learned
@@ -100,7 +98,7 @@ class SplitBatchPolicy:
             try:
                 return chunks.run_split(call, chunk, send)
             except chunks.JoinOutOfMemory as failure:
-                if record.could_possibly_record():
+                if chunks.tape_active():
                     raise failure.error from None  # recovery takes it from here
                 return chunks.run_split(call, chunk, send, in_place=True)
 
@@ -170,7 +168,7 @@ class SplitBatchPolicy:
         current = failed
         for _ in range(settings.max_retries):
             if join_failed:
-                if current.in_place or record.could_possibly_record():
+                if current.in_place or chunks.tape_active():
                     break  # in place already, or a tape needs the differentiable concat
                 current = _Try(current.chunk, True)
             else:

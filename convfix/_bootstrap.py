@@ -130,14 +130,14 @@ def _on_keras(module: ModuleType) -> None:
 
 def _check_keras(module: ModuleType) -> None:
     version = getattr(module, "__version__", "unknown")
-    legacy = os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true", "yes")
     backend = module.backend.backend() if hasattr(module, "backend") else "unknown"
-    if legacy or not version.startswith("3.") or backend != "tensorflow":
-        why = "TF_USE_LEGACY_KERAS is set" if legacy else f"Keras {version}, backend {backend}"
+    # Keras 2 (tf.keras up to TF 2.15, tf_keras after) and Keras 3 on TensorFlow call
+    # tf.nn's functions, which convfix wraps; Keras 3 on another backend calls none.
+    if version.startswith("3.") and backend != "tensorflow":
         _loud(
             events.UNSUPPORTED,
-            f"{why}: convfix supports Keras 3 on the TensorFlow backend; Keras layers are "
-            "not covered (tf.nn calls still are)",
+            f"Keras {version}, backend {backend}: convfix covers Keras on the TensorFlow "
+            "backend; Keras layers are not covered (tf.nn calls still are)",
             component="keras",
             version=version,
             backend=backend,

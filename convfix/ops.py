@@ -104,6 +104,21 @@ V1_SPECS: dict[str, OpSpec] = {
         dilations_params=("rate", "dilations"),
         pointwise_param="pointwise_filter",
     ),
+    # Keras 2's Conv2DTranspose and Conv3DTranspose layers call these.
+    "conv2d_transpose": OpSpec(
+        "compat.v1.conv2d_transpose",
+        "transpose",
+        2,
+        _CONV_V1,
+        input_params=("value", "input"),
+    ),
+    "conv3d_transpose": OpSpec(
+        "compat.v1.conv3d_transpose",
+        "transpose",
+        3,
+        _CONV_V1,
+        input_params=("value", "input"),
+    ),
 }
 
 

@@ -34,12 +34,17 @@ from convfix.integrations.entry import (
 )
 from convfix.ops import V1_SPECS, V2_SPECS, OpSpec
 
-SUPPORTED_TF = ((2, 16), (2, 21))  # inclusive range of (major, minor) tested or known to work
+SUPPORTED_TF = ((2, 12), (2, 21))  # inclusive range of (major, minor), each one tested
 
+# Where tf.nn, tf.compat.v2.nn and tf.compat.v1.nn live: every module present is patched.
+# TF 2.12-2.15 also give tf.compat.v1 and tf.compat.v2 modules of their own (Keras 2 calls
+# through tensorflow.compat.v2); later versions alias them to the _api modules.
 ENTRY_MODULES: dict[str, dict[str, OpSpec]] = {
     "tensorflow._api.v2.nn": V2_SPECS,
     "tensorflow._api.v2.compat.v2.nn": V2_SPECS,
     "tensorflow._api.v2.compat.v1.nn": V1_SPECS,
+    "tensorflow.compat.v2.nn": V2_SPECS,
+    "tensorflow.compat.v1.nn": V1_SPECS,
 }
 # Packages whose module globals are definitions, not user references: never rebound.
 _OWN_PACKAGES = ("tensorflow", "keras", "tf_keras", "convfix", "tensorboard")

@@ -240,6 +240,36 @@ def v1_separable_conv2d(
     return Received("compat.v1.separable_conv2d", dict(locals()))
 
 
+def v1_conv2d_transpose(
+    value=None,
+    filter=None,
+    output_shape=None,
+    strides=None,
+    padding="SAME",
+    data_format="NHWC",
+    name=None,
+    input=None,
+    filters=None,
+    dilations=None,
+):
+    return Received("compat.v1.conv2d_transpose", dict(locals()))
+
+
+def v1_conv3d_transpose(
+    value,
+    filter=None,
+    output_shape=None,
+    strides=None,
+    padding="SAME",
+    data_format="NDHWC",
+    name=None,
+    input=None,
+    filters=None,
+    dilations=None,
+):
+    return Received("compat.v1.conv3d_transpose", dict(locals()))
+
+
 # Keyed as convfix.ops keys its tables (the attribute name in tf.nn / tf.compat.v1.nn).
 V2_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "conv1d": conv1d,
@@ -261,6 +291,8 @@ V1_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "convolution": v1_convolution,
     "depthwise_conv2d": v1_depthwise_conv2d,
     "separable_conv2d": v1_separable_conv2d,
+    "conv2d_transpose": v1_conv2d_transpose,
+    "conv3d_transpose": v1_conv3d_transpose,
 }
 
 

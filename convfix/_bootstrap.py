@@ -18,6 +18,7 @@ from convfix.config import Config, load_config
 from convfix.errors import ConfigError
 
 _hooks_registered = False
+_entry_hooks_registered = False
 _armed = False  # hooks patch only while convfix is meant to be active (not after unpatch)
 
 
@@ -92,9 +93,11 @@ def _patch_tensorflow(module: ModuleType) -> None:
         from convfix.integrations import gpu
 
         gpu.apply_memory_growth(module)
-    if tf_integration.is_patched():
-        return
+    first = not tf_integration.is_patched()
     done = tf_integration.patch_tensorflow()
+    _watch_entry_modules()
+    if not first:
+        return  # already announced; anything new was an entry module imported since
     if not done:
         _loud(
             events.UNSUPPORTED,
@@ -112,6 +115,37 @@ def _patch_tensorflow(module: ModuleType) -> None:
         onednn=bool(caps and caps.onednn),
         mode=runtime.config().mode,
     )
+
+
+def _watch_entry_modules() -> None:
+    """TF 2.12-2.15 may import a module holding tf.compat.v1.nn or tf.compat.v2.nn after
+    ``tensorflow`` itself (Keras 2 does): patch it when it comes."""
+    global _entry_hooks_registered
+    if _entry_hooks_registered:
+        return
+    _entry_hooks_registered = True
+    from convfix.integrations import tensorflow as tf_integration
+
+    for name in tf_integration.ENTRY_MODULES:
+        if name not in sys.modules:
+            wrapt.register_post_import_hook(_on_entry_module, name)
+
+
+def _on_entry_module(module: ModuleType) -> None:
+    if not _armed or "convfix.integrations.tensorflow" not in sys.modules:
+        return
+    try:
+        from convfix.integrations import tensorflow as tf_integration
+
+        if tf_integration.is_patched():
+            tf_integration.patch_tensorflow()
+    except Exception as error:  # never break the user's import
+        _loud(
+            events.INTERNAL_ERROR,
+            f"patching {module.__name__} failed ({type(error).__name__}: {error})",
+            stage="patch",
+            error_type=type(error).__name__,
+        )
 
 
 def _on_keras(module: ModuleType) -> None:
@@ -148,6 +182,8 @@ def _check_keras(module: ModuleType) -> None:
     variable_type = tf_integration.keras_variable_type()
     if tf_integration.caps is not None and variable_type is not None:
         tf_integration.caps.filter_types.add(variable_type)
+    if tf_integration.is_patched():  # Keras 2 may have imported tensorflow.compat.v2 since
+        tf_integration.patch_tensorflow()
 
 
 def _loud(event: str, message: str, **fields: object) -> None:

@@ -62,6 +62,7 @@ class Patched:
 
 _patched: list[Patched] = []
 caps: Capabilities | None = None
+_filters: FilterShapes | None = None  # one shape cache for every wrapper
 
 
 def tf_version() -> tuple[int, int] | None:
@@ -80,13 +81,13 @@ def is_patched() -> bool:
 
 def patch_tensorflow() -> list[Patched]:
     """Wrap every entry found, and rebind user references to them. Idempotent: a second
-    call wraps nothing."""
-    global caps
-    if _patched:
-        return []
-    caps = _probe()
-    filters = FilterShapes(caps)
-    memory.TENSOR_TYPES.update({caps.eager, caps.symbolic})
+    call wraps only what appeared since (an entry module TensorFlow imported later)."""
+    global caps, _filters
+    if not _patched or caps is None or _filters is None:
+        caps = _probe()
+        _filters = FilterShapes(caps)
+        memory.TENSOR_TYPES.update({caps.eager, caps.symbolic})
+    filters = _filters
     remembered = memory.MEMORY
     from convfix.pipeline import Target, handle, recover
 

@@ -11,7 +11,7 @@ import tensorflow as tf
 from convfix.integrations.tensorflow import ENTRY_MODULES
 from tests.subproc import run_python
 
-pytestmark = pytest.mark.subprocess
+pytestmark = [pytest.mark.compat, pytest.mark.subprocess]
 
 # Prints how many layers of convfix wrap tf.nn.conv2d and whether a repair happened.
 PROBE = """

@@ -33,6 +33,7 @@ def _fallbacks(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in captured if e.get("policy") == "device_fallback"]
 
 
+@pytest.mark.compat
 def test_a_cudnn_failure_reruns_on_the_cpu_with_a_warning_and_a_hint() -> None:
     x, k = _inputs()
     expected = tf.nn.conv2d(x, k, 1, "SAME")

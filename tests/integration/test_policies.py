@@ -29,6 +29,7 @@ def t(*shape: int, dtype: Any = tf.float32) -> tf.Tensor:
 # -- batch_dim ------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_batch_dim_adds_and_removes_the_batch_exactly() -> None:
     x, k = t(9, 9, 3), t(3, 3, 3, 4)
     with capture_events() as captured:
@@ -63,6 +64,7 @@ def test_batch_dim_repairs_every_op_family(call: Any, shape: tuple[int, ...]) ->
 # -- padding --------------------------------------------------------------------------
 
 
+@pytest.mark.compat
 def test_padding_same_strategy_equals_tensorflows_same() -> None:
     x, k = t(1, 2, 2, 3), t(3, 3, 3, 4)
     y = tf.nn.conv2d(x, k, 1, "VALID")
@@ -87,6 +89,7 @@ def test_padding_pad_strategy_accounts_for_dilation_and_explicit_padding() -> No
     np.testing.assert_array_equal(y.numpy(), conv2d(padded, k, 1, explicit, dilations=2).numpy())
 
 
+@pytest.mark.compat
 def test_padding_name_in_lower_case_is_upper_cased() -> None:
     x, k = t(1, 6, 6, 3), t(3, 3, 3, 4)
     with capture_events() as captured:
@@ -138,6 +141,7 @@ def test_layout_is_off_by_default_and_leaves_tensorflows_error() -> None:
         tf.nn.conv2d(t(1, 8, 8, 5), t(4, 5, 3, 3), 1, "SAME")
 
 
+@pytest.mark.compat
 def test_layout_transposes_a_pytorch_filter_when_that_is_the_only_valid_reading() -> None:
     x, k_oihw = t(1, 8, 8, 5), t(4, 5, 3, 3)
     with convfix.override(policies={"layout": "fix"}):
@@ -171,6 +175,7 @@ def test_layout_refuses_when_several_readings_are_valid() -> None:
 # -- everywhere: tf.function, keras.ops, Keras layers, gradients -----------------------
 
 
+@pytest.mark.compat
 def test_repairs_apply_inside_tf_function() -> None:
     k = t(3, 3, 3, 4)
 
@@ -182,12 +187,14 @@ def test_repairs_apply_inside_tf_function() -> None:
     assert y.shape == (7, 7, 4) and y.dtype == tf.float64
 
 
+@pytest.mark.skipif(not hasattr(keras, "ops"), reason="keras.ops exists from Keras 3")
 def test_repairs_apply_through_keras_ops_conv() -> None:
     x, k = t(1, 2, 2, 3, dtype=tf.float64), t(3, 3, 3, 4)
     y = keras.ops.conv(x, k, padding="valid")
     assert y.shape == (1, 2, 2, 4) and y.dtype == tf.float64
 
 
+@pytest.mark.compat
 def test_keras_model_with_a_float64_custom_conv_trains_with_fit() -> None:
     model = keras.Sequential(
         [

@@ -27,6 +27,7 @@ def _splits(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in captured if e.get("policy") == "split_batch"]
 
 
+@pytest.mark.compat
 def test_an_out_of_memory_call_is_split_and_matches_the_whole_call() -> None:
     x, k = _inputs(8)
     whole = tf.nn.conv2d(x, k, 1, "SAME")

@@ -218,6 +218,7 @@ def test_call_repaired_in_a_graph_keeps_the_run_time_check_for_unknown_sizes(
 # -- Keras fit / evaluate / predict ---------------------------------------------------
 
 
+@pytest.mark.compat
 @pytest.mark.parametrize(REPAIRED_LAYER_ARGS, REPAIRED_LAYERS)
 def test_sequential_model_with_a_repaired_custom_conv_trains_evaluates_and_predicts(
     make_bad: Any, make_fixed: Any, shape: tuple[int, ...], dtype: str, reason: str
@@ -241,11 +242,12 @@ def test_sequential_model_with_a_repaired_custom_conv_trains_evaluates_and_predi
     assert not np.array_equal(before, conv.kernel.numpy())  # gradients reached the kernel
     assert predicted.shape == (16, 1) and np.isfinite(predicted).all()
     # and the repair was written once, in a graph, naming the layer; counted once per trace
-    # (model build, fit, evaluate, predict: 4), never per step (16)
+    # (Keras 3: model build, fit, evaluate, predict: 4; Keras 2 traces its build once more:
+    # 5), never per step (16)
     (event,) = _interventions(captured)
     assert (event["reason"], event["graph"], event["layer"]) == (reason, True, conv.name)
     assert event["callsite"] == _callsite(type(conv).call, "tf.nn.conv2d")
-    assert list(events.counts().values()) == [4]
+    assert list(events.counts().values()) == [4 if keras.__version__.startswith("3.") else 5]
 
 
 @pytest.mark.parametrize(REPAIRED_LAYER_ARGS, REPAIRED_LAYERS)
@@ -470,7 +472,8 @@ def test_keras_export_of_a_repaired_model_runs_bit_identically_without_convfix(
     # model.predict's graph rounds the float32 Dense 1 ulp differently (with or without
     # convfix): the export serves the model's own call, so compare with that
     here = model(x, training=False).numpy()
-    model.export(str(tmp_path / "exported"), verbose=False)
+    quiet = {"verbose": False} if keras.__version__.startswith("3.") else {}  # Keras 2: none
+    model.export(str(tmp_path / "exported"), **quiet)
     # when a fresh interpreter that never imports convfix serves it
     there = _run_without_convfix(tmp_path / "exported", "loaded.serve")
     # then the result is the same, bit for bit

@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 import convfix
 from convfix import events
 from convfix.integrations.tensorflow import onednn_enabled
+from convfix.sweep import reference as ref
 from convfix.testing import capture_events
-from tests import reference as ref
 from tests.integration.conftest import unpatched
 
 # TF warns, then answers garbage, for depthwise strides with dilations: (c) pins that below.

@@ -24,7 +24,7 @@ from convfix.geometry import (
     static_shape,
     windows_of,
 )
-from tests import reference as ref
+from convfix.sweep import reference as ref
 from tests.unit.standins import StaticShape, Tensor, tensor, unknown_rank
 
 PROPERTY = settings(max_examples=200, deadline=None)

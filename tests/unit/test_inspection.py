@@ -13,7 +13,7 @@ from convfix.call import Call
 from convfix.geometry import static_shape
 from convfix.guard import inspect, rules
 from convfix.ops import V1_SPECS, V2_SPECS
-from tests import reference as ref
+from convfix.sweep import reference as ref
 from tests.unit.standins import bind, tensor, unknown_rank
 
 ONEDNN = pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tests import reference as ref
+from convfix.sweep import reference as ref
 
 
 def line(values: list[float]) -> np.ndarray:

@@ -18,6 +18,7 @@ from convfix.geometry import (
     output_size,
     padding_name,
     per_spatial,
+    shape_values,
     spatial_sizes,
     static_shape,
 )
@@ -26,11 +27,14 @@ from convfix.geometry import (
 def output_shape(call: Call, input_shape: Shape | None = None) -> list[int] | None:
     """The shape TensorFlow's reference kernels give this call (an empty one included), for
     the input's static shape or ``input_shape``; None when it cannot be known statically or
-    TensorFlow would refuse the call (channel mismatch). Transposes are not covered."""
+    TensorFlow would refuse the call (channel mismatch). A transpose's is its
+    ``output_shape``, where that agrees with the input and filter."""
     x_shape = static_shape(call.input) if input_shape is None else input_shape
     f_shape = static_shape(call.filter)
     if x_shape is None or f_shape is None or None in x_shape or None in f_shape:
         return None
+    if call.spec.kind == "transpose":
+        return _transpose_shape(call, x_shape, f_shape)
     spatial = spatial_rank(call, f_shape, x_shape)
     if spatial is None:
         return None
@@ -56,6 +60,36 @@ def output_shape(call: Call, input_shape: Shape | None = None) -> list[int] | No
         out.append(value)
     batch = [d for d in x_shape[: len(x_shape) - spatial - 1] if d is not None]
     return [*batch, *out, out_channels] if channels_last else [*batch, out_channels, *out]
+
+
+def _transpose_shape(call: Call, x_shape: Shape, f_shape: Shape) -> list[int] | None:
+    """``output_shape`` as given, if it agrees with the input's batch and the filter's
+    channels (filter ``[k..., out_c, in_c]``) as TensorFlow requires; else None."""
+    wanted = shape_values(call.arguments.get("output_shape"))
+    if wanted is None or len(wanted) != len(x_shape) or len(f_shape) != len(x_shape):
+        return None
+    last = call.channels_last()
+    channels = x_shape[-1] if last else x_shape[1]
+    out_channels = wanted[-1] if last else wanted[1]
+    if wanted[0] != x_shape[0] or channels != f_shape[-1] or out_channels != f_shape[-2]:
+        return None
+    # The input must be what the forward convolution of output_shape gives, as TF checks.
+    spatial = len(x_shape) - 2
+    strides = per_spatial(call.strides, spatial, last)
+    dilations = per_spatial(call.dilations, spatial, last)
+    if strides is None or dilations is None:
+        return None
+    pads = explicit_pads(call.padding, spatial, last)
+    kernel = effective_kernel(f_shape[:spatial], dilations)
+    sizes = spatial_sizes(wanted, spatial, last)
+    for i, (size, k, stride) in enumerate(zip(sizes, kernel, strides)):
+        how = pads[i] if pads else padding_name(call.padding)
+        if (
+            how is None
+            or output_size(size, k, stride, how) != spatial_sizes(x_shape, spatial, last)[i]
+        ):
+            return None
+    return wanted
 
 
 def _out_channels(call: Call, f_shape: list[int | None], channels: int | None) -> int | None:

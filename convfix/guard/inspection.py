@@ -24,8 +24,11 @@ def inspect(call: Call, onednn: bool) -> list[Problem]:
     )
     if found is not None:
         return [found]
-    if call.spec.kind == "transpose" or f_shape is None or len(f_shape) != spatial + 2:
-        return []  # TensorFlow checks filter ranks itself; transposes take output_shape
+    if call.spec.kind == "transpose":  # output_shape is the caller's: only emptiness here
+        found = rules.empty_transpose_input(call, x_shape, spatial)
+        return [] if found is None else [found]
+    if f_shape is None or len(f_shape) != spatial + 2:
+        return []  # TensorFlow checks filter ranks itself
     found = (
         rules.dilated_kernel_past_input(call, spatial, x_shape, f_shape, onednn)
         or rules.kernel_larger_than_input(call, x_shape, f_shape, spatial, onednn)

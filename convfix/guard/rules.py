@@ -208,6 +208,23 @@ def empty_input(call: Call, x_shape: Shape, onednn: bool) -> Problem | None:
     )
 
 
+def empty_transpose_input(call: Call, x_shape: Shape, spatial: int) -> Problem | None:
+    """conv3d_transpose of an input with a zero-sized dimension: TF 2.21's Conv3D backprop
+    kernel crashes the process (SIGSEGV; every dtype without oneDNN, float64 with it:
+    measured by the hazard sweep). Its answer is known without dispatching: zeros of
+    ``output_shape`` (the guard answers it, guard.answers)."""
+    if call.spec.kind != "transpose" or spatial != 3 or not any(d == 0 for d in x_shape):
+        return None
+    return Problem(
+        "empty_input",
+        "guard",
+        "abort",
+        f"{call.spec.name}: input has shape {x_shape}, which holds no elements; TF 2.21's "
+        "3-D transposed convolution crashes the process on it",
+        {"input_shape": x_shape},
+    )
+
+
 def empty_input_unsafe(onednn: bool) -> bool:
     """Whether an empty input (or one whose sizes are known only at run time, which may be
     empty then, or smaller than a VALID kernel) is answered wrongly on this build."""
@@ -298,9 +315,10 @@ def plainly_safe(call: Call, onednn: bool) -> bool:
     """Safety judged without the other rules (the guard may be what failed), and more
     narrowly than they judge it, so that no rule could have objected: strides and dilations
     of 1 (no strided window, no strided dilation, no dilated kernel past the input), and
-    with oneDNN also the exact rank, no empty or unknown dimension, and every spatial size
-    at least the kernel's (no single window reaching into padding). Without oneDNN a wrong
-    rank or a kernel that does not fit is TensorFlow's own error, not a wrong answer."""
+    no empty dimension (a 3-D transpose crashes on one), and with oneDNN also the exact
+    rank, no unknown dimension, and every spatial size at least the kernel's (no single
+    window reaching into padding). Without oneDNN a wrong rank or a kernel that does not
+    fit is TensorFlow's own error, not a wrong answer."""
     x, f = static_shape(call.input), static_shape(call.filter)
     if f is None or len(f) < 3:
         return False
@@ -310,8 +328,10 @@ def plainly_safe(call: Call, onednn: bool) -> bool:
         return False
     if per_spatial(call.dilations, spatial, last) != ones:
         return False
+    if x is not None and 0 in x:
+        return False  # an empty 3-D transpose crashes every build
     if not onednn:
         return True
-    if x is None or len(x) != len(f) or 0 in x or None in x or None in f:
+    if x is None or len(x) != len(f) or None in x or None in f:
         return False
     return all(s >= k for s, k in zip(spatial_sizes(x, spatial, last), f[:spatial]))  # type: ignore[operator]

@@ -265,3 +265,27 @@ def test_conv3d_dilated_past_the_input_names_the_way_that_is_safe() -> None:
         tf.nn.conv3d(x, k, [1, 1, 1, 1, 1], "SAME", dilations=[1, 2, 2, 1, 1])
     y = tf.nn.convolution(x, k, padding="SAME", dilations=[2, 2, 1])  # dilates by itself
     assert y.shape == (1, 1, 5, 2, 2)
+
+
+@pytest.mark.subprocess
+def test_conv3d_transpose_of_an_empty_input_is_answered_not_crashed() -> None:
+    # TF 2.21's Conv3D backprop kernel crashes (SIGSEGV) on it, with oneDNN off in every
+    # dtype and with it on in float64 (found by convfix doctor --sweep)
+    code = """
+import convfix.auto
+import tensorflow as tf
+x, f = tf.ones([1, 2, 0, 1, 1], tf.float64), tf.ones([3, 3, 3, 2, 1], tf.float64)
+y = tf.nn.conv3d_transpose(x, f, [1, 5, 2, 5, 2], [2, 2, 3], "VALID")
+print("RESULT", list(y.shape), float(tf.reduce_sum(tf.abs(y))))
+"""
+    for onednn in ("0", "1"):
+        done = run_python(code, env={"TF_ENABLE_ONEDNN_OPTS": onednn})
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "RESULT [1, 5, 2, 5, 2] 0.0" in done.stdout
+        assert '"action": "answer_empty"' in done.stderr
+
+
+def test_conv3d_transpose_of_an_empty_input_with_an_impossible_output_shape_is_refused() -> None:
+    x, f = tf.ones([1, 2, 0, 1, 1], tf.float64), tf.ones([3, 3, 3, 2, 1], tf.float64)
+    with pytest.raises(convfix.ConvFixError, match="holds no elements"):
+        tf.nn.conv3d_transpose(x, f, [1, 9, 2, 5, 2], [2, 2, 3], "VALID")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from convfix.call import Call, Problem
@@ -540,8 +540,14 @@ def test_a_strided_or_dilated_call_is_never_plainly_safe(
 
 @given(call=calls(), onednn=st.booleans())
 def test_what_is_plainly_safe_no_rule_calls_unsafe(call: Call, onednn: bool) -> None:
-    assume(rules.plainly_safe(call, onednn))
-    assert not [p.reason for p in inspect(call, onednn) if p.unsafe]
+    if rules.plainly_safe(call, onednn):
+        assert not [p.reason for p in inspect(call, onednn) if p.unsafe]
+
+
+@pytest.mark.parametrize("onednn", [False, True])
+def test_a_healthy_call_is_plainly_safe(onednn: bool) -> None:
+    call = bind("conv2d", tensor(2, 8, 8, 3), tensor(3, 3, 3, 4), 1, "SAME")
+    assert rules.plainly_safe(call, onednn)
 
 
 @pytest.mark.parametrize(
@@ -567,3 +573,21 @@ def test_plainly_safe_on_onednn_is_exact_rank_nothing_empty_and_a_fitting_kernel
 def test_an_unknown_rank_is_not_plainly_safe_on_onednn() -> None:
     call = bind("conv2d", unknown_rank(), tensor(3, 3, 3, 4), 1, "SAME")
     assert not rules.plainly_safe(call, True)
+
+
+# --- empty_transpose_input -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("x", [(1, 2, 0, 1, 1), (0, 2, 2, 1, 1)], ids=["spatial", "batch"])
+def test_a_3d_transpose_of_an_empty_input_is_an_abort_the_guard_answers(
+    x: tuple[int, ...],
+) -> None:
+    call = bind("conv3d_transpose", tensor(*x), tensor(3, 3, 3, 2, 1), [1, 5, 2, 5, 2], 1)
+    found = rules.empty_transpose_input(call, list(x), 3)
+    assert found is not None
+    assert (found.reason, found.owner, found.hazard) == ("empty_input", "guard", "abort")
+
+
+def test_a_2d_transpose_of_an_empty_input_is_left_to_tensorflow() -> None:
+    call = bind("conv2d_transpose", tensor(1, 0, 2, 1), tensor(3, 3, 2, 1), [1, 3, 4, 2], 1)
+    assert rules.empty_transpose_input(call, [1, 0, 2, 1], 2) is None

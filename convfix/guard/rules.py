@@ -253,8 +253,10 @@ def misanswered(
     multiplier: int | None,
     dims: list[Window],
     onednn: bool,
+    dtype: str | None = None,
 ) -> str | None:
-    """The reason TF 2.21 would answer these windows wrongly, or None (module docstring)."""
+    """The reason TF 2.21 would answer these windows wrongly, or None (module docstring).
+    ``dtype``: the input's dtype name (None: unknown, judged as any dtype but bfloat16)."""
     shifted = kind == "conv" and spatial == 3 and padding == "SAME"
     if shifted and crop_sizes(dims) != [w.size for w in dims]:
         return "negative_same_padding"
@@ -262,14 +264,30 @@ def misanswered(
         return None
     # One input channel per group: a one-channel input to a plain convolution, or a
     # depthwise one with a channel multiplier of 2 or more (measured: 1 is right).
-    if (channels != 1) if kind == "conv" else (multiplier or 0) < 2:
-        return None
+    one_per_group = (channels == 1) if kind == "conv" else (multiplier or 0) >= 2
     cut = single_windows(dims)
-    if not any(cut):
-        return None
-    if kind != "conv" and any(w.stride != 1 for w, c in zip(dims, cut) if not c):
-        return None  # measured: never wrong there; and depthwise takes equal strides only
-    return "single_window_one_channel"
+    # (depthwise: measured right where a dimension not cut has a stride)
+    other_strides = kind == "conv" or all(w.stride == 1 for w, c in zip(dims, cut) if not c)
+    if one_per_group and any(cut) and other_strides:
+        return "single_window_one_channel"
+    if dtype == "bfloat16" and kind != "depthwise" and _last_window_strided_alone(dims):
+        return "single_window_bfloat16"
+    return None
+
+
+def _last_window_strided_alone(dims: list[Window]) -> bool:
+    """oneDNN's bfloat16 kernels, any channel count (TF 2.21, measured by the hazard sweep
+    and a bfloat16 sweep): the last spatial dimension has a single output window, of a
+    kernel of 2 or more, with a stride of 2 or more, while another has several outputs."""
+    if len(dims) < 2:
+        return False
+    last = dims[-1]
+    return (
+        last.out == 1
+        and last.kernel >= 2
+        and last.stride >= 2
+        and any(w.out > 1 for w in dims[:-1])
+    )
 
 
 def misanswered_windows(
@@ -280,7 +298,10 @@ def misanswered_windows(
     if dims is None:
         return None
     channels = x_shape[-1] if call.channels_last() else x_shape[-spatial - 1]
-    reason = misanswered(call.spec.kind, spatial, call.padding, channels, f_shape[-1], dims, onednn)
+    reason = misanswered(
+        call.spec.kind, spatial, call.padding, channels, f_shape[-1], dims, onednn,
+        dtype_name(call.input),
+    )  # fmt: skip
     if reason is None:
         return None
     sizes, strides = [w.size for w in dims], [w.stride for w in dims]
@@ -291,6 +312,13 @@ def misanswered_windows(
             "kernel outside oneDNN then shifts every window and answers wrong values. Crop "
             "the input to the positions read, or use VALID"
         )
+    elif reason == "single_window_bfloat16":
+        message = (
+            f"bfloat16 input, spatial size {sizes}, strides {strides}: the last dimension "
+            "has a single output window with a stride, the others several; TF 2.21's oneDNN "
+            "bfloat16 kernels answer wrong values there. Run that dimension as its one window "
+            "(padded explicitly, VALID, stride 1)"
+        )
     else:
         message = (
             f"one input channel per group, spatial size {sizes}, strides {strides}: a "
@@ -300,6 +328,15 @@ def misanswered_windows(
         )
     before = {"input_shape": x_shape, "strides": strides, "padding": shown_padding(call.padding)}
     return Problem(reason, "padding", "garbage", f"{call.spec.name}: {message}", before)
+
+
+def dtype_name(value: Any) -> str | None:
+    """A tensor's dtype as its name ("bfloat16"), read from its attribute; None if none."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return None
+    name = getattr(dtype, "name", dtype)
+    return name if isinstance(name, str) else None
 
 
 def needs_run_time_check(call: Call, onednn: bool) -> bool:

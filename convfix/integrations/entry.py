@@ -41,7 +41,7 @@ from typing import Any
 
 from convfix import runtime
 from convfix.geometry import windows_of
-from convfix.guard.rules import misanswered
+from convfix.guard.rules import dtype_name, misanswered
 from convfix.memory import Memory
 from convfix.ops import OpSpec
 
@@ -195,7 +195,7 @@ def make_fast_check(
             fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
             rates = (args[at[d]] if n > at[d] else kwargs.get(d) for d in d_names)
             rate = next((r for r in rates if r is not None), None)
-            if _misanswered(spec, dims, f_dims, strides, rate, padding, fmt, onednn):
+            if _misanswered(spec, dims, f_dims, strides, rate, padding, fmt, onednn, x):
                 return False
         if transpose:
             return not (empty_risk and 0 in dims)
@@ -242,6 +242,7 @@ def _misanswered(
     padding: Any,
     fmt: Any,
     onednn: bool,
+    x: Any,
 ) -> bool:
     """Would a strided call be answered wrongly (or can this not tell)? The guard's rule
     (guard/rules.py), from raw arguments."""
@@ -252,7 +253,9 @@ def _misanswered(
     if found is None:
         return True
     channels = dims[-1] if last else dims[1]
-    return misanswered(spec.kind, spatial, padding, channels, f_dims[-1], found, onednn) is not None
+    dtype = dtype_name(x) if onednn else None  # read only here: strided or one-channel calls
+    reason = misanswered(spec.kind, spatial, padding, channels, f_dims[-1], found, onednn, dtype)
+    return reason is not None
 
 
 def make_general(

@@ -204,14 +204,16 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
 
     def onednn(x: Any, f: Any, padding: Any, strides: Any) -> bool:
         # oneDNN aborts on a wrong rank, answers an empty input wrongly, and may answer a
-        # one-channel input wrongly (guard/rules.py): a dimension of 1 where channels
-        # are, in either layout, goes to the fast check.
+        # one-channel input wrongly, or a strided bfloat16 one (guard/rules.py): a
+        # dimension of 1 where channels are, in either layout, or a stride, goes to the
+        # fast check.
         return (
             (flags.fast or checking())
             and type(x) is eager
             and (not flagged or id(f) not in flagged)
             and type(padding) is str
             and padding == "SAME"
+            and (strides == 1 if type(strides) is int else unit_strides(strides))
             and len(dims := x.shape._dims) == rank
             and 0 not in dims
             and dims[-1] != 1

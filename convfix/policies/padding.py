@@ -63,7 +63,7 @@ class PaddingPolicy:
             return f"use padding {str(problem.before['padding']).upper()!r}"
         if problem.reason == "negative_same_padding":
             return "crop the input to the positions the windows read"
-        if problem.reason == "single_window_one_channel":
+        if problem.reason in ("single_window_one_channel", "single_window_bfloat16"):
             return "run each single-window dimension as that window (padded, VALID, stride 1)"
         if self.settings.strategy == "same":
             return "run with padding 'SAME'"
@@ -81,7 +81,7 @@ class PaddingPolicy:
             )
         if problem.reason == "negative_same_padding":
             return _crop_to_windows(call)
-        if problem.reason == "single_window_one_channel":
+        if problem.reason in ("single_window_one_channel", "single_window_bfloat16"):
             return _one_window(call)
         if self.settings.strategy == "same":
             return Repair(

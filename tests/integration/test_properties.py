@@ -331,7 +331,8 @@ def misanswered_windows(case: Case) -> bool:
     convfix runs another, exact way: SAME Conv3D windows leaving 2 or more input positions
     past the last one; with oneDNN, one input channel per group (a one-channel input; a
     depthwise multiplier of 2 or more) and a dimension whose single output window (kernel
-    2 or more) is strided or reaches into padding (depthwise: the other strides 1)."""
+    2 or more) is strided or reaches into padding (depthwise: the other strides 1); with
+    oneDNN and bfloat16, a last dimension whose single window is strided."""
     n = case.spatial
     if case.kind == "transpose" or 0 in case.x_shape or len(case.x_shape) != n + 2:
         return False
@@ -350,6 +351,11 @@ def misanswered_windows(case: Case) -> bool:
             return True
     if not ONEDNN or case.kind not in ("conv", "depthwise", "separable"):
         return False
+    # bfloat16, any channel count: the last dimension a single strided window (kernel 2 or
+    # more), another with several outputs (README; not depthwise)
+    bf16 = case.x_dtype == "bfloat16" and case.kind != "depthwise" and n >= 2
+    if bf16 and outs[-1] == 1 and kernel[-1] >= 2 and strides[-1] >= 2 and max(outs[:-1]) > 1:
+        return True
     channels = case.x_shape[-1] if case.last else case.x_shape[1]
     if (channels != 1) if case.kind == "conv" else case.f_shape[-1] < 2:
         return False

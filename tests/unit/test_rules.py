@@ -16,7 +16,7 @@ from convfix.call import Call, Problem
 from convfix.geometry import Shape, static_shape, windows_of
 from convfix.guard import rules
 from convfix.guard.inspection import inspect
-from tests.unit.standins import bind, tensor, unknown_rank
+from tests.unit.standins import Tensor, bind, tensor, unknown_rank
 from tests.unit.test_inspection import calls
 
 ONEDNN = pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])
@@ -591,3 +591,37 @@ def test_a_3d_transpose_of_an_empty_input_is_an_abort_the_guard_answers(
 def test_a_2d_transpose_of_an_empty_input_is_left_to_tensorflow() -> None:
     call = bind("conv2d_transpose", tensor(1, 0, 2, 1), tensor(3, 3, 2, 1), [1, 3, 4, 2], 1)
     assert rules.empty_transpose_input(call, [1, 0, 2, 1], 2) is None
+
+
+# --- single_window_bfloat16 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [2, 3])  # one channel: single_window_one_channel
+def test_a_strided_single_last_window_in_bfloat16_is_misanswered_on_onednn(channels: int) -> None:
+    # the hazard sweep's case: conv2d x [1, 6, 3, 3] bfloat16, SAME, strides [1, 1, 3, 1]
+    x = Tensor((1, 6, 3, channels), "bfloat16")
+    call = bind("conv2d", x, tensor(3, 4, channels, 3), [1, 1, 3, 1], "SAME")
+    found = rules.misanswered_windows(call, [1, 6, 3, channels], [3, 4, channels, 3], 2, True)
+    assert found is not None
+    assert (found.reason, found.owner, found.hazard) == (
+        "single_window_bfloat16",
+        "padding",
+        "garbage",
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "onednn"), [("float32", True), ("float16", True), ("bfloat16", False)]
+)
+def test_the_same_geometry_is_right_in_other_dtypes_and_without_onednn(
+    dtype: str, onednn: bool
+) -> None:
+    x = Tensor((1, 6, 3, 3), dtype)
+    call = bind("conv2d", x, tensor(3, 4, 3, 3), [1, 1, 3, 1], "SAME")
+    assert rules.misanswered_windows(call, [1, 6, 3, 3], [3, 4, 3, 3], 2, onednn) is None
+
+
+def test_a_strided_single_window_that_is_not_the_last_dimension_is_left_alone() -> None:
+    x = Tensor((1, 3, 6, 3), "bfloat16")
+    call = bind("conv2d", x, tensor(4, 3, 3, 3), [1, 3, 1, 1], "SAME")
+    assert rules.misanswered_windows(call, [1, 3, 6, 3], [4, 3, 3, 3], 2, True) is None

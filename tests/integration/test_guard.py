@@ -245,7 +245,12 @@ def test_tensorflow_corrupts_memory_on_conv3d_dilated_past_the_input() -> None:
     if not os.path.exists(MALLOC_DEBUG):
         pytest.skip("glibc's debugging allocator is not installed here")
     env = {"LD_PRELOAD": MALLOC_DEBUG, "MALLOC_CHECK_": "3"}
-    bare = run_python(CHILD.format(prelude="", call=CONV3D_EMPTY_WINDOW), env=env)
+    # Which bytes the kernel overwrites depends on its threads: seen to pass unharmed once
+    # in a loaded run, so up to three tries
+    for _ in range(3):
+        bare = run_python(CHILD.format(prelude="", call=CONV3D_EMPTY_WINDOW), env=env)
+        if bare.returncode == -6:
+            break
     assert bare.returncode == -6, f"TensorFlow no longer corrupts memory here: {bare.stdout}"
 
 

@@ -37,18 +37,7 @@ from convfix.memory import Memory
 from convfix.ops import V2_SPECS
 from tests.integration.conftest import unpatched
 
-OPS = (
-    "conv1d",
-    "conv2d",
-    "conv3d",
-    "convolution",
-    "depthwise_conv2d",
-    "separable_conv2d",
-    "conv1d_transpose",
-    "conv2d_transpose",
-    "conv3d_transpose",
-    "conv_transpose",
-)
+OPS = tuple(V2_SPECS)  # every tf.nn convolution convfix wraps
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32")
 LAYOUTS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
 BUILDS = (False, True)  # onednn

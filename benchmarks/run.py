@@ -19,6 +19,7 @@ from bench_dtype_repair import dtype_repair
 from bench_healthy_path import tiny_call, typical_layer
 from bench_keras_fit import keras_fit
 from bench_keras_layer import keras_layer
+from bench_padding_repair import padding_repair, padding_repair_tensor
 from bench_split_batch import first_oom, peak_memory, steady_state
 from bench_tf_function import tf_function_graph
 
@@ -28,6 +29,8 @@ QUESTIONS: list[Callable[[Options], Result]] = [
     keras_layer,
     keras_fit,
     dtype_repair,
+    padding_repair,
+    padding_repair_tensor,
     tf_function_graph,
     first_oom,
     steady_state,

@@ -32,13 +32,15 @@ POLICY_NAMES: tuple[str, ...] = (
 DTYPE_NAMES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64", "int32")
 """Dtypes ``policies.dtype.target`` may name outright."""
 
-_DTYPE_TARGETS = frozenset(("promote", "input", "filter", *DTYPE_NAMES))
+_DTYPE_TARGETS = frozenset(("policy", "promote", "input", "filter", *DTYPE_NAMES))
 _PATH_PLACEHOLDERS = frozenset(("pid", "task", "task_type"))
 
 # Fields whose rules misfit() checks after decoding: these words replace the schema-derived ones,
 # so a wrong type and a wrong value on the same key read alike.
 EXPECTED: Mapping[str, str] = {
-    "policies.dtype.target": f"promote, input, filter or a dtype ({', '.join(DTYPE_NAMES)})",
+    "policies.dtype.target": (
+        f"policy, promote, input, filter or a dtype ({', '.join(DTYPE_NAMES)})"
+    ),
     "events.path": (
         "stderr, stdout or a file path with no placeholders but {pid}, {task} and {task_type}"
     ),
@@ -50,8 +52,10 @@ class DtypePolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     """``[policies.dtype]``: input and filter of different dtypes."""
 
     mode: Mode | None = None
-    target: str = "promote"
-    """Cast both to ``promote`` (the wider), ``input``, ``filter``, or one of DTYPE_NAMES."""
+    target: str = "policy"
+    """Cast both to ``policy`` (the compute dtype of the Keras layer making the call, else of
+    Keras' global dtype policy; float32 when no Keras is loaded), ``promote`` (the wider of
+    the two), ``input``, ``filter``, or one of DTYPE_NAMES."""
     output: Literal["compute", "input"] = "compute"
     """Return the result in the dtype computed in, or cast back to the input's."""
 
@@ -60,8 +64,9 @@ class PaddingPolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
     """``[policies.padding]``: padding the op cannot take."""
 
     mode: Mode | None = None
-    strategy: Literal["same", "pad"] = "same"
-    """Repair by switching to ``SAME`` padding, or by padding the input explicitly."""
+    strategy: Literal["same", "pad"] = "pad"
+    """Repair by zero-padding only the dimensions too small for the kernel (``pad``: the
+    others keep the caller's padding and size), or by switching to ``SAME`` padding."""
 
 
 class BatchDimPolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -4,11 +4,19 @@ Repair: cast to one dtype (``target``), run, and optionally cast the result back
 input's dtype (``output = "input"``). Exact: a cast of the operands, nothing else.
 Arrays and lists are left to TensorFlow's own conversion (it converts them to the other
 operand's dtype), so calls TensorFlow already handles stay bit-identical.
+
+The default target, ``"policy"``, is the dtype the model computes in, as Keras casts a
+layer's inputs: the calling Keras layer's ``compute_dtype``, else Keras' global dtype
+policy's compute dtype (so mixed precision gives float16), float32 when no Keras is
+loaded. The next op of the network then gets the dtype it expects; the price is that a
+float64 operand loses its extra precision (``"promote"`` keeps it, in float64).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -48,6 +56,78 @@ def promote(a: tf.DType, b: tf.DType) -> tf.DType:
     if {a, b} == {tf.float16, tf.bfloat16}:
         return tf.float32
     return a if a.size > b.size else b
+
+
+# Keras, read through sys.modules (convfix never imports it). Keras 3: the layer being
+# called heads a name scope on a stack; the global policy is dtype_policy(). Keras 2 (2.12,
+# 2.13-2.15, tf_keras): a per-thread call context, and mixed_precision's global_policy().
+_KERAS3_STATE = "keras.src.backend.common.global_state"
+_KERAS3_LAYER = "keras.src.layers.layer"
+_KERAS3_POLICY = "keras.src.dtype_policies.dtype_policy"
+_KERAS2 = (
+    ("keras.src.engine.base_layer_utils", "keras.src.mixed_precision.policy"),
+    ("keras.engine.base_layer_utils", "keras.mixed_precision.policy"),
+    ("tf_keras.src.engine.base_layer_utils", "tf_keras.src.mixed_precision.policy"),
+)
+
+
+def compute_dtype() -> str:
+    """The dtype Keras computes in here: the innermost calling layer's ``compute_dtype``,
+    else the global dtype policy's (not floatx(), which ignores mixed precision); float32
+    when no Keras is loaded or it names none."""
+    try:
+        found = _layer_dtype() or _global_dtype()
+    except Exception:  # a Keras layout this does not know: as without Keras
+        found = None
+    return found or "float32"
+
+
+def _layer_dtype() -> str | None:
+    state, layers = sys.modules.get(_KERAS3_STATE), sys.modules.get(_KERAS3_LAYER)
+    if state is not None and layers is not None:
+        stack = state.get_global_attribute("name_scope_stack") or []
+        for scope in reversed(stack):
+            caller = getattr(scope, "caller", None)
+            if isinstance(caller, layers.Layer):
+                return _name(caller.compute_dtype)
+    for context, _ in _KERAS2:
+        utils = sys.modules.get(context)
+        layer = None if utils is None else utils.call_context().layer
+        if layer is not None:
+            return _name(layer.compute_dtype)
+    return None
+
+
+def _global_dtype() -> str | None:
+    policies = sys.modules.get(_KERAS3_POLICY)
+    if policies is not None:
+        return _name(policies.dtype_policy().compute_dtype)
+    for _, module in _KERAS2:
+        mixed = sys.modules.get(module)
+        if mixed is not None:
+            return _name(mixed.global_policy().compute_dtype)  # None for TF1's "_infer"
+    return None
+
+
+def _name(dtype: Any) -> str | None:
+    return None if dtype is None else tf.as_dtype(dtype).name
+
+
+class _StalePlan(Exception):
+    """A remembered repair chose its dtype in another Keras context: not replayable."""
+
+
+def _checked(rewrite: Callable[[Any], Any], dtype: str) -> Callable[[Any], Any]:
+    """``rewrite``, refusing to replay once the compute dtype it was chosen for changed
+    (the global policy was set, or the same call is made in another layer): the replay
+    then takes the full path, which chooses again."""
+
+    def replay(value: Any) -> Any:
+        if compute_dtype() != dtype:
+            raise _StalePlan
+        return rewrite(value)
+
+    return replay
 
 
 class DtypePolicy:
@@ -101,6 +181,8 @@ class DtypePolicy:
         return None
 
     def target(self, call: Call, problem: Problem) -> tf.DType:
+        if self.settings.target == "policy":  # depends on where the call is made: not cached
+            return self._choose(call, problem)
         known = self._targets.get(id(problem))
         if known is not None and known[0] is problem:
             return known[1]
@@ -121,6 +203,8 @@ class DtypePolicy:
             chosen = dtypes["input"]
             for other in dtypes.values():
                 chosen = promote(chosen, other)
+        elif setting == "policy":
+            chosen = tf.as_dtype(compute_dtype())
         else:
             chosen = tf.as_dtype(setting)
         spatial = call.spec.spatial or _filter_spatial(call)
@@ -154,7 +238,12 @@ class DtypePolicy:
             params["pointwise_filter"] = call.spec.pointwise_param
         cast = [role for role, dtype in problem.before.items() if dtype != target.name]
         changes = {params[role]: tf.cast(values[role], target) for role in cast}
-        rewrites = {params[role]: functools.partial(tf.cast, dtype=target) for role in cast}
+        rewrites: dict[str, Callable[[Any], Any]] = {
+            params[role]: functools.partial(tf.cast, dtype=target) for role in cast
+        }
+        if self.settings.target == "policy" and rewrites:
+            first = next(iter(rewrites))
+            rewrites[first] = _checked(rewrites[first], compute_dtype())
         after: dict[str, str] = {role: target.name for role in problem.before}
         x_dtype = tf.as_dtype(problem.before["input"])
         finish = None

@@ -6,14 +6,18 @@ the windows read, or run as a single window; exact, whatever ``strategy`` says).
 - VALID (or explicit) padding where the dilated kernel is larger than the (padded) input in
   some spatial dimension: TF 2.21 with oneDNN returns a wrongly shaped tensor, without it an
   empty one. Repaired by ``strategy``:
-  "same" (default) - run with padding "SAME" instead;
-  "pad"            - zero-pad each dimension that is too small by ``kernel - size``, split as
-                     SAME splits it (any odd pixel at the end), so exactly one output
-                     position exists there; the original padding then applies unchanged.
+  "pad" (default) - zero-pad each dimension that is too small by ``kernel - size``, split as
+                    SAME splits it (any odd pixel at the end), so exactly one output
+                    position exists there; the caller's padding applies unchanged, so the
+                    dimensions that fit keep their size (x[2, 40, 3, 1] * k[3, 5, 1, 8]
+                    VALID gives (2, 38, 1, 8));
+  "same"          - run with padding "SAME" instead (every dimension then keeps the
+                    input's size: 40 there, where VALID gives 38).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -94,9 +98,16 @@ class PaddingPolicy:
         spatial = len(extra)
         pairs = [[0, 0], *extra, [0, 0]] if call.channels_last() else [[0, 0], [0, 0], *extra]
         batch_dims = len(static_shape(call.input) or []) - spatial - 2
-        padded = tf.pad(call.input, [[0, 0]] * batch_dims + pairs)
+        pads = [[0, 0]] * batch_dims + pairs
+        padded = tf.pad(call.input, pads)
         after = {"input_shape": static_shape(padded), "padding": shown_padding(call.padding)}
-        return Repair(call.replace(input=padded), "zero_pad_input", after)
+        # A plain rewrite of the input: a remembered plan replays it (memory.py).
+        return Repair(
+            call.replace(input=padded),
+            "zero_pad_input",
+            after,
+            rewrites={call.input_name: _zero_pad(pads)},
+        )
 
     def _extra(self, call: Call) -> list[list[int]]:
         """(lo, hi) zeros to add per spatial dimension so the dilated kernel fits once."""
@@ -113,6 +124,18 @@ class PaddingPolicy:
             total = max(0, (k or 0) - ((size or 0) + lo + hi))
             extra.append([total // 2, total - total // 2])
         return extra
+
+
+def _zero_pad(pads: list[list[int]]) -> Callable[[Any], Any]:
+    """tf.pad by ``pads``, given as a tensor made once: converting the nested list is most
+    of tf.pad's cost on a small input, and a replay (eager only) pays it on every call."""
+    with tf.init_scope():  # an eager tensor even while tracing
+        paddings = tf.constant(pads, tf.int32)
+
+    def zero_pad(x: Any) -> Any:
+        return tf.pad(x, paddings)
+
+    return zero_pad
 
 
 def _crop_to_windows(call: Call) -> Repair:

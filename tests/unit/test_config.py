@@ -89,6 +89,30 @@ def test_default_preset_decodes_to_the_built_in_defaults() -> None:
     assert decoded == Config()
 
 
+def test_defaults_cast_to_the_keras_compute_dtype_and_pad_only_what_is_too_small() -> None:
+    # given no configuration at all
+    # when the defaults are read, from the schema and from the shipped preset
+    preset = tomllib.loads(shipped_preset("default"))["policies"]
+
+    # then dtype repairs target the Keras policy and padding repairs zero-pad
+    assert Config().policies.dtype.target == preset["dtype"]["target"] == "policy"
+    assert Config().policies.padding.strategy == preset["padding"]["strategy"] == "pad"
+
+
+def test_the_old_defaults_are_still_valid_settings(in_tmp: Path) -> None:
+    # given a file asking for the defaults before 0.2
+    (in_tmp / "convfix.toml").write_text(
+        '[policies.dtype]\ntarget = "promote"\n[policies.padding]\nstrategy = "same"\n'
+    )
+
+    # when it is loaded
+    config = load_config(env={}, cwd=in_tmp)
+
+    # then they are what it says
+    assert config.policies.dtype.target == "promote"
+    assert config.policies.padding.strategy == "same"
+
+
 def test_no_config_anywhere_gives_the_built_in_defaults(tmp_path: Path) -> None:
     # given an empty directory and no environment
     # when the config is resolved there
@@ -478,7 +502,7 @@ def test_unknown_policy_lists_the_policies(in_tmp: Path) -> None:
         ("policies.split_batch.gc", "'yes'", "true or false", "'yes'"),
         ("policies.split_batch.max_retries", "1.5", "an integer >= 1", "1.5"),
         ("policies.split_batch.min_chunk", "true", "an integer >= 1", "true"),
-        ("policies.dtype.target", "[1]", "promote, input, filter", "an array"),
+        ("policies.dtype.target", "[1]", "policy, promote, input, filter", "an array"),
         ("policies.device_fallback.device", "{}", "a non-empty string", "a table"),
     ],
 )
@@ -504,8 +528,8 @@ def test_wrong_type_is_refused(
         ("split_batch.grow_back_after", "-1", "an integer >= 0"),
         ("split_batch.max_table_size", "0", "an integer >= 1"),
         ("split_batch.max_batch_bytes", "0", "an integer > 0"),
-        ("dtype.target", "'float8'", f"promote, input, filter or a dtype ({DTYPES})"),
-        ("dtype.target", "'Float32'", f"promote, input, filter or a dtype ({DTYPES})"),
+        ("dtype.target", "'float8'", f"policy, promote, input, filter or a dtype ({DTYPES})"),
+        ("dtype.target", "'Float32'", f"policy, promote, input, filter or a dtype ({DTYPES})"),
         ("device_fallback.device", "''", "a non-empty string"),
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import sys
 import zlib
 from collections.abc import Sequence
@@ -19,6 +20,10 @@ from typing import IO, Any
 import msgspec
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# A line of structlog's ConsoleRenderer as convfix's writer uses it: time, [level], a
+# convfix event name (colour codes, present only when written to a terminal, stripped).
+_CONSOLE = re.compile(rb"^\S+ +\[ *(debug|info|warning|error|critical) *\] +convfix\.[a-z_]+(\s|$)")
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 STDIN = "-"
 
 
@@ -52,6 +57,9 @@ class Reading:
     """(file, reason) for each file that could not be opened or read at all."""
     truncated: list[tuple[str, str]] = field(default_factory=list)
     """(file, reason) for files that broke off part-way (a cut gzip stream)."""
+    console: dict[str, int] = field(default_factory=dict)
+    """File to how many of its lines are events in console format, not counted in
+    ``unreadable``: one sentence about the format says more than every line's number."""
 
 
 def read_files(names: Sequence[str], stdin: IO[bytes] | None = None) -> Reading:
@@ -113,7 +121,10 @@ def _take(reading: Reading, name: str, number: int, line: bytes) -> None:
     except msgspec.DecodeError:
         data = None
     if not _is_event(data):
-        reading.unreadable.append(f"{name}:{number}")
+        if _CONSOLE.match(_ANSI.sub(b"", line)):
+            reading.console[name] = reading.console.get(name, 0) + 1
+        else:
+            reading.unreadable.append(f"{name}:{number}")
         return
     reading.events.append(Event(name, number, data))
 

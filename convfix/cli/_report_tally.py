@@ -90,6 +90,9 @@ class Tally:
     processes: int
     """(file, pid) pairs that wrote at least one summary."""
     patched: int
+    ended: int = 0
+    """Of those, the ones whose last summary is the final one, written at exit: every
+    process in which convfix was active writes one, ``total: 0`` included."""
 
 
 def tally(events: Iterable[Event], filters: Filters | None = None) -> Tally:
@@ -122,7 +125,8 @@ def tally(events: Iterable[Event], filters: Filters | None = None) -> Tally:
     kept = [row for row in rows.values() if _wanted(row.key[0], row.key[1], filters)]
     kept.sort(key=lambda row: (FOLDED.index(row.key[0]), -row.count, row.key))
     shown = [n for n in notices.values() if _wanted(n.event, None, filters)]
-    return Tally(kept, shown, total, len(last), patched)
+    ended = sum(1 for summary in last.values() if summary.data.get("final") is True)
+    return Tally(kept, shown, total, len(last), patched, ended)
 
 
 def _merge_replicas(rows: Mapping[Key, Row], actions: Mapping[Key, set[str]]) -> dict[Key, Row]:

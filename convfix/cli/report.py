@@ -5,8 +5,11 @@ Reads any number of JSON-lines event files (one per worker process with ``{pid}`
 callsite with their call counts and time spent, then refusals, warnings, internal errors
 and unsupported notices. How repeats and killed processes are counted is in
 :mod:`convfix.cli._report_tally`. Lines that are not events are counted and named, never
-fatal. Exit status: 0 when at least one file was read, 1 when none could be opened, 2 for
-usage errors. Never imports TensorFlow.
+fatal; lines convfix wrote with ``events.format = "console"`` are recognised and named as
+such, since only JSON lines can be counted reliably (console lines are for people, and
+their values are Python reprs). Exit status: 0 when at least one file was read, 1 when none
+could be opened, 2 for usage errors (an unknown ``--policy`` or ``--event`` name among
+them, see :mod:`convfix.cli._report_filters`). Never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from datetime import datetime
 
 from convfix.cli import _output
+from convfix.cli._report_filters import unknown_filter
 from convfix.cli._report_read import Reading, read_files
 from convfix.cli._report_tally import FOLDED, Filters, Row, Tally, parse_time, tally
 
@@ -38,8 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description="Summarise convfix event files: interventions by policy, op and callsite "
         "with call counts and time spent, then refusals, warnings, internal errors and "
         "unsupported notices. Counts come from each process's last convfix.summary, plus one "
-        "call per intervention line of a process killed before it wrote one. Exit status: 0 "
-        "when a file was read, 1 when none could be opened, 2 for usage errors.",
+        "call per intervention line of a process killed before it wrote one. Reads JSON lines "
+        '(events.format = "json"). Exit status: 0 when a file was read, 1 when none could be '
+        "opened, 2 for usage errors, among them a --policy or --event name that is neither "
+        "known nor seen in the files.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="event file; - reads stdin")
     parser.add_argument("--json", action="store_true", help="one JSON document for machines")
@@ -48,7 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="append",
         default=[],
         metavar="NAME",
-        help="only this policy (repeat); leaves out events without one",
+        help="only this policy (repeat): a known one or one named in the files; leaves out "
+        "events without one",
     )
     parser.add_argument(
         "--event",
@@ -61,6 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--since", type=_since, metavar="ISO8601", help="only events at or after this time (UTC)"
     )
+    # A bad filter name is only known to be bad once the files are read, after argparse.
+    parser.set_defaults(report_usage=parser.format_usage())
 
 
 def main(args: argparse.Namespace) -> int:
@@ -68,6 +77,11 @@ def main(args: argparse.Namespace) -> int:
     reading = read_files(args.files)
     for name, reason in reading.failed:
         _output.error("report", f"cannot read {name}: {reason}")
+    wrong = unknown_filter(args.policy, args.event, reading.events)
+    if wrong is not None:
+        sys.stderr.write(getattr(args, "report_usage", ""))
+        _output.error("report", wrong)
+        return 2
     if not reading.read:
         return 1
     filters = Filters(policies=set(args.policy), events=set(args.event), since=args.since)
@@ -87,7 +101,12 @@ def as_text(reading: Reading, result: Tally, filters: Filters, colour: bool) -> 
     lines = [
         f"Read {_plural(len(reading.read), 'file')}: {_plural(result.events, 'event')}; "
         f"{_plural(result.patched, 'process', 'processes')} patched TensorFlow, "
-        f"{result.processes} wrote a summary."
+        f"{result.ended} ended cleanly (wrote a final convfix.summary)"
+        + (
+            f"; {result.patched - result.ended} did not (killed, or still running)."
+            if result.patched > result.ended
+            else "."
+        )
     ]
     if not result.events:
         return [*lines, "no events", *_problems(reading)]
@@ -147,6 +166,11 @@ def _problems(reading: Reading) -> list[str]:
         count = len(bad)
         lines.append(f"{count} line{'s' * (count != 1)} could not be read: {shown}")
     lines += [f"{name}: {reason}" for name, reason in reading.truncated]
+    lines += [
+        f'{name}: {_plural(n, "line")} in console format (events.format = "console"), not '
+        'counted: convfix report reads JSON lines (events.format = "json")'
+        for name, n in reading.console.items()
+    ]
     return ["", *lines] if lines else []
 
 
@@ -157,8 +181,10 @@ def as_json(reading: Reading, result: Tally) -> dict[str, object]:
         "failed": [{"file": name, "error": reason} for name, reason in reading.failed],
         "truncated": [{"file": name, "error": reason} for name, reason in reading.truncated],
         "unreadable_lines": {"count": len(reading.unreadable), "where": reading.unreadable},
+        "console_format_lines": dict(reading.console),
         "events": result.events,
         "processes": result.processes,
+        "ended_cleanly": result.ended,
         "patched": result.patched,
         "rows": [
             {

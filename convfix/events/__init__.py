@@ -1,10 +1,12 @@
 """Structured events: every intervention convfix makes, as a record people read later.
 
-An intervention or warning is written in full the first time its key
-``(callsite, layer, policy, reason)`` is seen by a replica; repeats are only counted, and
-the counts go out as a ``convfix.summary`` event every ``summary_interval`` seconds (when
-they changed) and once more at exit. Other events (patched, unsupported, internal errors)
-are written every time.
+An intervention, warning or refusal is written in full the first time its key
+``(callsite, layer, policy, reason)`` is seen by a replica as that event; repeats are only
+counted, and the counts go out as a ``convfix.summary`` event every ``summary_interval``
+seconds (when they changed) and once more at exit. The exit summary is written by every
+process in which convfix was configured, with ``total: 0`` when nothing was counted, so that
+a run that ended cleanly can be told from one that died. Other events (patched,
+unsupported, internal errors) are written every time.
 
 Under tf.distribute every event names its ``worker`` (the ``TF_CONFIG`` task, e.g.
 ``"worker:1"``; null outside a multi-worker job), and interventions, warnings and
@@ -65,11 +67,13 @@ SUMMARY = "convfix.summary"
 Key = tuple[str | None, str | None, str, str]
 """What makes two interventions "the same": (callsite, layer, policy, reason)."""
 
-_FoldKey = tuple[Key, int | None]
+_FoldKey = tuple[Key, int | None, str]
 # Folded per replica too: each replica of a MirroredStrategy traces the step itself, and
 # without the replica the second replica's repair would only be counted, leaving no line
 # to show that it ran (or which one failed). Replicas per process are few (devices), so
 # this adds at most that many lines per key; counts() still adds up per Key.
+# And per event: in warn mode a call TensorFlow would crash on is warned about, then
+# refused; folded together, the refusal would be counted as a second warning.
 
 
 class EventsSettings(Protocol):
@@ -99,12 +103,13 @@ class _State:
     def __init__(self, settings: EventsSettings | None = None) -> None:
         self.lock = threading.Lock()  # counts only: never held while writing or calling out
         self.counts: dict[_FoldKey, int] = {}
-        self.first: dict[_FoldKey, tuple[str, str]] = {}  # key -> (event, op) as first seen
+        self.first: dict[_FoldKey, str] = {}  # key -> op as first seen
         self.elapsed: dict[_FoldKey, float] = {}  # key -> total elapsed_ms, where events had one
         self.changes = 0
         self.changes_summarized = 0
         self.dropped = 0
         self.settings = settings
+        self.active = settings is not None  # configured: a final summary is owed at exit
         self.configured: _sink.Sink | None = None
         self.overrides: list[_sink.Sink] = []  # capture_events(), innermost last
         self.stop_timer = threading.Event()
@@ -124,6 +129,7 @@ def configure(cfg: EventsSettings) -> None:
     new = _sink.build(cfg.path, cfg.format, cfg.sink)
     with _state.lock:
         old, _state.configured, _state.settings = _state.configured, new, cfg
+        _state.active = True
         old_stop, _state.stop_timer, _state.timer = _state.stop_timer, threading.Event(), None
         counted = bool(_state.counts)
     old_stop.set()
@@ -160,7 +166,7 @@ def record(
         if callsite is None:
             callsite = user_callsite()
         replica = distribute.replica()
-        key: _FoldKey = ((callsite, layer, policy, reason), replica)
+        key: _FoldKey = ((callsite, layer, policy, reason), replica, event)
         with _state.lock:
             seen = _state.counts.get(key, 0)
             _state.counts[key] = seen + 1
@@ -169,7 +175,7 @@ def record(
             if isinstance(elapsed, (int, float)):  # time spent survives folding, like counts
                 _state.elapsed[key] = _state.elapsed.get(key, 0.0) + float(elapsed)
             if not seen:
-                _state.first[key] = (event, op)
+                _state.first[key] = op
         if seen:
             return
         _ensure_timer()
@@ -242,7 +248,7 @@ def counts() -> dict[Key, int]:
     all replicas together (the summary event has them one by one)."""
     totals: dict[Key, int] = {}
     with _state.lock:
-        for (key, _replica), n in _state.counts.items():
+        for (key, _replica, _event), n in _state.counts.items():
             totals[key] = totals.get(key, 0) + n
     return totals
 
@@ -256,14 +262,16 @@ def dropped() -> int:
 def write_summary() -> None:
     """Write a ``convfix.summary`` event with the count of every key, first occurrence included.
 
-    One entry per key and replica; an entry has a ``replica`` field only when it is known,
+    One entry per key, replica and event; an entry has a ``replica`` field only when it is known,
     so summaries outside tf.distribute read as before."""
     _write_summary(final=False)
 
 
 def reset() -> None:
-    """Forget counts, first-seen keys and dropped writes (tests; forked children start afresh)."""
+    """Forget counts, first-seen keys and dropped writes (tests; forked children start afresh),
+    and that a final summary is owed at exit, until :func:`configure` or a count."""
     with _state.lock:
+        _state.active = False
         _state.counts.clear()
         _state.first.clear()
         _state.elapsed.clear()
@@ -278,13 +286,13 @@ def _write_summary(*, final: bool) -> None:
                 "layer": key[1],
                 "policy": key[2],
                 "reason": key[3],
-                "event": _state.first[key, replica][0],
-                "op": _state.first[key, replica][1],
+                "event": event,
+                "op": _state.first[key, replica, event],
                 "count": n,
                 **({} if replica is None else {"replica": replica}),
-                **_elapsed_field((key, replica)),
+                **_elapsed_field((key, replica, event)),
             }
-            for (key, replica), n in _state.counts.items()
+            for (key, replica, event), n in _state.counts.items()
         ]
         total = sum(_state.counts.values())
         _state.changes_summarized = _state.changes
@@ -385,8 +393,8 @@ def _summarize_every(interval: float, stop: threading.Event) -> None:
 def _at_exit() -> None:
     _state.stop_timer.set()
     with _state.lock:
-        counted = bool(_state.counts)
-    if counted:
+        owed = _state.active or bool(_state.counts)
+    if owed:  # total 0 too: without it a clean run and a killed one leave the same file
         _write_summary(final=True)
 
 

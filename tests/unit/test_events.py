@@ -424,6 +424,63 @@ def test_final_summary_is_written_at_exit(tmp_path: Path) -> None:
     assert summary["counts"][0]["count"] == 3
 
 
+@pytest.mark.subprocess
+def test_a_process_with_no_intervention_still_writes_a_final_summary(tmp_path: Path) -> None:
+    # given a process in which convfix configured its events but nothing was counted
+    path = tmp_path / "events.jsonl"
+    program = textwrap.dedent(
+        f"""
+        from types import SimpleNamespace
+        from convfix import events
+        events.configure(SimpleNamespace(
+            path={str(path)!r}, format="json", sink="convfix", summary_interval=0))
+        events.emit(events.PATCHED, tensorflow="2.21.0")
+        """
+    )
+    # when it has exited normally
+    run_python(program)
+    # then its last line is a final summary with nothing counted
+    summary = read_lines(path)[-1]
+    assert summary["event"] == events.SUMMARY
+    assert (summary["final"], summary["total"], summary["counts"]) == (True, 0, [])
+
+
+@pytest.mark.subprocess
+def test_a_process_that_only_imports_convfix_writes_no_summary() -> None:
+    # given a process that imports convfix but never configures or counts anything
+    program = "import convfix, convfix.events\n"
+    # when it exits
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    # then nothing was written on its behalf (`convfix config` and the like stay quiet)
+    assert done.returncode == 0
+    assert done.stderr == ""
+
+
+def test_a_warning_and_a_refusal_of_one_call_are_counted_apart() -> None:
+    # given warn mode, where a call TensorFlow would crash on is warned about, then refused
+    with capture_events() as captured:
+        intervention()
+        events.record(events.WARNING, **_fields(action="none"))
+        events.record(events.REFUSED, **_fields(action="refuse"))
+        # when a summary is asked for
+        events.write_summary()
+    # then both were written in full, and each event has its own count
+    assert [e["event"] for e in captured[:3]] == [events.INTERVENTION, events.WARNING,
+                                                  events.REFUSED]  # fmt: skip
+    counted = {entry["event"]: entry["count"] for entry in captured[-1]["counts"]}
+    assert counted == {events.INTERVENTION: 1, events.WARNING: 1, events.REFUSED: 1}
+
+
+def _fields(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "policy": "dtype", "op": "conv2d", "action": "cast_filter", "mode": "warn",
+        "reason": "dtype_mismatch", "before": {}, "after": {}, "graph": False,
+        "layer": "conv1", "callsite": "train.py:12",
+    }  # fmt: skip
+    return {**fields, **overrides}
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 def test_forked_child_counts_afresh_and_writes_to_its_own_pid_file(tmp_path: Path) -> None:
     # given a parent that has counted and writes to a per-process file

@@ -8,7 +8,8 @@ runs), then the script or module is executed by :mod:`runpy` as ``__main__``, wi
 set them. Because it is the same process, what the program does to it is what the caller
 sees: ``sys.exit(3)`` exits 3, ``os.abort()`` dies of SIGABRT, Ctrl-C ends it the way
 Python does; an uncaught exception prints its traceback (without convfix's own frames) and
-exits 1.
+exits 1. A program whose output's reader goes away (``| head``) ends quietly with status 141
+(:mod:`convfix.cli._pipe`), unless it chose its own status with ``sys.exit``.
 
 Python child processes the program starts are not convfix's unless they import
 ``convfix.auto`` themselves; ``--config`` is put into ``CONVFIX_CONFIG`` (as an absolute
@@ -25,7 +26,7 @@ import zipfile
 from collections.abc import Sequence
 from types import TracebackType
 
-from convfix.cli import _output
+from convfix.cli import _output, _pipe
 from convfix.cli.config_cmd import print_config_error
 
 _USAGE = "convfix run [-h] [--config FILE] (script.py | -m module) [args ...]"
@@ -114,8 +115,18 @@ def _run_program(script: str | None, module: str | None, argv: list[str]) -> int
             sys.argv = [module, *argv]  # runpy replaces argv[0] with the module's file
             _set_path0(os.getcwd())
             runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except (SystemExit, KeyboardInterrupt):
-        raise  # exit status and Ctrl-C handling are the interpreter's, as for the program
+    except SystemExit:
+        # The program's status stands; if its reader went away, the unwritten rest of its
+        # output is dropped here, where no "Exception ignored" message follows at exit.
+        _pipe.flush_stdout()
+        raise
+    except KeyboardInterrupt:
+        raise  # Ctrl-C handling is the interpreter's, as for the program
+    except BrokenPipeError as error:
+        if _pipe.reader_gone(sys.stdout) or _pipe.reader_gone(sys.stderr):
+            raise  # its output's reader went away: ends quietly (convfix.cli._pipe)
+        _print_uncaught(error)
+        return 1
     except BaseException as error:
         _print_uncaught(error)
         return 1

@@ -4,8 +4,9 @@ An intervention, warning or refusal is written in full the first time its key
 ``(callsite, layer, policy, reason)`` is seen by a replica as that event; repeats are only
 counted, and the counts go out as a ``convfix.summary`` event every ``summary_interval``
 seconds (when they changed) and once more at exit. The exit summary is written by every
-process in which convfix was configured, with ``total: 0`` when nothing was counted, so that
-a run that ended cleanly can be told from one that died. Other events (patched,
+process that wrote an event to a configured sink (``convfix.patched`` at the least), with
+``total: 0`` when nothing was counted, so that a run that ended cleanly can be told from one
+that died; a process that never imported TensorFlow stays quiet. Other events (patched,
 unsupported, internal errors) are written every time.
 
 Under tf.distribute every event names its ``worker`` (the ``TF_CONFIG`` task, e.g.
@@ -109,7 +110,7 @@ class _State:
         self.changes_summarized = 0
         self.dropped = 0
         self.settings = settings
-        self.active = settings is not None  # configured: a final summary is owed at exit
+        self.active = False  # wrote an event to a configured sink: a final summary is owed
         self.configured: _sink.Sink | None = None
         self.overrides: list[_sink.Sink] = []  # capture_events(), innermost last
         self.stop_timer = threading.Event()
@@ -129,7 +130,6 @@ def configure(cfg: EventsSettings) -> None:
     new = _sink.build(cfg.path, cfg.format, cfg.sink)
     with _state.lock:
         old, _state.configured, _state.settings = _state.configured, new, cfg
-        _state.active = True
         old_stop, _state.stop_timer, _state.timer = _state.stop_timer, threading.Event(), None
         counted = bool(_state.counts)
     old_stop.set()
@@ -269,7 +269,7 @@ def write_summary() -> None:
 
 def reset() -> None:
     """Forget counts, first-seen keys and dropped writes (tests; forked children start afresh),
-    and that a final summary is owed at exit, until :func:`configure` or a count."""
+    and that a final summary is owed at exit, until the next event or count."""
     with _state.lock:
         _state.active = False
         _state.counts.clear()
@@ -320,6 +320,8 @@ def _write(level: str, event: str, fields: Mapping[str, object]) -> None:
             if name not in event_dict:
                 event_dict[name] = _sink.json_safe(value)
         _active_sink().write(level, event_dict)
+        if _state.settings is not None:
+            _state.active = True  # a plain assignment: no lock needed for a flag only set
     except Exception:  # a closed file, a full disk, a broken handler: not the caller's problem
         _count_dropped()
 

@@ -2,6 +2,7 @@
 
 import sys
 
+from convfix.cli._pipe import guarded
 from convfix.cli.demo import main
 
-sys.exit(main())
+sys.exit(guarded(main))

@@ -15,10 +15,10 @@ K32 = tf.ones([3, 3, 3, 2])
 def test_fix_mode_repairs_and_logs_an_intervention() -> None:
     with capture_events() as captured:
         y = tf.nn.conv2d(X64, K32, 1, "SAME")
-    assert y.dtype == tf.float64
+    assert y.dtype == tf.float32  # Keras' compute dtype (target = "policy")
     assert captured[0]["event"] == "convfix.intervention"
     assert captured[0]["mode"] == "fix"
-    assert captured[0]["action"] == "cast_filter"
+    assert captured[0]["action"] == "cast_input"
 
 
 def test_warn_mode_leaves_tensorflows_error_exactly_and_logs_a_warning() -> None:
@@ -38,7 +38,7 @@ def test_strict_mode_names_problem_fix_and_key_chained_from_tensorflows_error() 
         tf.nn.conv2d(X64, K32, 1, "SAME")
     message = str(raised.value)
     assert "dtype_mismatch" in message
-    assert "cast filter to float64" in message
+    assert "cast input to float32" in message
     assert 'policies.dtype.mode = "fix"' in message
     assert isinstance(raised.value.__cause__, tf.errors.InvalidArgumentError)
     assert isinstance(raised.value, ValueError)
@@ -72,7 +72,7 @@ def test_policy_strict_under_fix_top_level_raises_only_for_that_policy() -> None
 def test_override_ends_with_its_block() -> None:
     with convfix.override(mode="off"), pytest.raises(tf.errors.InvalidArgumentError):
         tf.nn.conv2d(X64, K32, 1, "SAME")
-    assert tf.nn.conv2d(X64, K32, 1, "SAME").dtype == tf.float64
+    assert tf.nn.conv2d(X64, K32, 1, "SAME").dtype == tf.float32
 
 
 def test_mode_off_is_pure_pass_through_even_for_unsafe_calls() -> None:
@@ -98,7 +98,7 @@ def test_dtype_target_input_and_output_input_from_override() -> None:
     x32, k64 = tf.ones([1, 5, 5, 3]), tf.ones([3, 3, 3, 2], tf.float64)
     with convfix.override(policies={"dtype": {"target": "input"}}):
         assert tf.nn.conv2d(x32, k64, 1, "SAME").dtype == tf.float32
-    with convfix.override(policies={"dtype": {"output": "input"}}):
+    with convfix.override(policies={"dtype": {"target": "promote", "output": "input"}}):
         assert tf.nn.conv2d(x32, k64, 1, "SAME").dtype == tf.float32  # computed in float64
 
 
@@ -131,7 +131,8 @@ def test_int32_conv2d_is_valid_on_cpu_and_untouched() -> None:
 
 def test_float16_with_bfloat16_promotes_to_float32() -> None:
     x, k = tf.ones([1, 5, 5, 3], tf.float16), tf.ones([3, 3, 3, 2], tf.bfloat16)
-    assert tf.nn.conv2d(x, k, 1, "SAME").dtype == tf.float32
+    with convfix.override(policies={"dtype": {"target": "promote"}}):
+        assert tf.nn.conv2d(x, k, 1, "SAME").dtype == tf.float32
 
 
 def test_numpy_float64_input_is_left_to_tensorflows_own_conversion() -> None:

@@ -12,8 +12,10 @@ import pytest
 import tensorflow as tf
 
 import convfix
-from convfix import runtime
+from convfix import events, runtime
 from convfix.integrations.tensorflow import onednn_enabled
+from convfix.policies import padding as padding_policy
+from convfix.sweep import reference as ref
 from convfix.testing import capture_events
 from tests.integration.conftest import unpatched
 from tests.integration.layers import RawConv
@@ -24,6 +26,33 @@ conv2d = unpatched(tf.nn.conv2d)
 
 def t(*shape: int, dtype: Any = tf.float32) -> tf.Tensor:
     return tf.constant(rng.standard_normal(shape), dtype=dtype)
+
+
+# Relative to the reference of the operands' magnitudes (as in test_properties.py).
+TOLERANCE = {"float16": 1e-2, "float32": 1e-4, "float64": 1e-10}
+
+
+def assert_reference(y: Any, x: Any, k: Any, dtype: str, padding: str, pads: Any = None) -> None:
+    """``y`` is the float64 reference of conv2d on ``x`` and ``k`` cast to ``dtype`` (and
+    ``x`` zero-padded by ``pads``), computed in ``dtype``."""
+    xs = tf.cast(x, dtype).numpy().astype(np.float64)
+    ks = tf.cast(k, dtype).numpy().astype(np.float64)
+    if pads is not None:
+        xs = np.pad(xs, pads)
+    expected = ref.conv(xs, ks, padding=padding)
+    scale = np.linalg.norm(ref.conv(np.abs(xs), np.abs(ks), padding=padding))
+    assert y.dtype.name == dtype
+    assert tuple(y.shape) == expected.shape
+    error = np.linalg.norm(y.numpy().astype(np.float64) - expected) / scale
+    assert error <= TOLERANCE[dtype]
+
+
+@pytest.fixture
+def global_dtype_policy() -> Any:
+    """Set Keras' global dtype policy for the test; the previous one comes back after."""
+    previous = keras.config.dtype_policy()
+    yield keras.config.set_dtype_policy
+    keras.config.set_dtype_policy(previous)
 
 
 # -- batch_dim ------------------------------------------------------------------------
@@ -64,10 +93,65 @@ def test_batch_dim_repairs_every_op_family(call: Any, shape: tuple[int, ...]) ->
 # -- padding --------------------------------------------------------------------------
 
 
+ISSUE_X, ISSUE_K = (2, 40, 3, 1), (3, 5, 1, 8)  # width 3 < kernel 5; height 40 fits
+ISSUE_PADS = [[0, 0], [0, 0], [1, 1], [0, 0]]
+
+
+@pytest.mark.compat
+def test_padding_default_pads_only_the_too_small_dimension_eager_and_traced(
+    forget_learned: None,
+) -> None:
+    # given a VALID call whose kernel is wider than the input, but not taller
+    x, k = t(*ISSUE_X), t(*ISSUE_K)
+    traced = tf.function(lambda x: tf.nn.conv2d(x, k, 1, "VALID"))
+
+    # when it runs with the default settings, eagerly and in tf.function
+    with capture_events() as captured:
+        eager, graph = tf.nn.conv2d(x, k, 1, "VALID"), traced(x)
+
+    # then only the width is zero-padded (to one window); the height keeps VALID's 38
+    for y in (eager, graph):
+        assert y.shape == (2, 38, 1, 8)
+        assert_reference(y, x, k, "float32", "VALID", pads=ISSUE_PADS)
+        np.testing.assert_array_equal(y, conv2d(tf.pad(x, ISSUE_PADS), k, 1, "VALID"))
+    assert [(e["reason"], e["action"], e["graph"]) for e in captured] == [
+        ("kernel_larger_than_input", "zero_pad_input", False),
+        ("kernel_larger_than_input", "zero_pad_input", True),
+    ]
+    assert captured[0]["after"] == {"input_shape": [2, 40, 5, 1], "padding": "VALID"}
+
+
+def test_padding_pad_repair_is_replayed_without_being_worked_out_again(
+    forget_learned: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the policy's repair, counted
+    applied: list[str] = []
+    apply = padding_policy.PaddingPolicy.apply
+
+    def counted(self: Any, call: Any, problem: Any) -> Any:
+        applied.append(problem.reason)
+        return apply(self, call, problem)
+
+    monkeypatch.setattr(padding_policy.PaddingPolicy, "apply", counted)
+    k = t(*ISSUE_K)
+    inputs = [t(*ISSUE_X) for _ in range(3)]
+
+    # when calls of one signature repeat
+    with capture_events() as captured:
+        results = [tf.nn.conv2d(x, k, 1, "VALID") for x in inputs]
+
+    # then the repair was worked out once, replayed after, and exact every time
+    assert applied == ["kernel_larger_than_input"]
+    for x, y in zip(inputs, results):
+        np.testing.assert_array_equal(y, conv2d(tf.pad(x, ISSUE_PADS), k, 1, "VALID"))
+    assert captured and {e["action"] for e in captured} == {"zero_pad_input"}
+
+
 @pytest.mark.compat
 def test_padding_same_strategy_equals_tensorflows_same() -> None:
     x, k = t(1, 2, 2, 3), t(3, 3, 3, 4)
-    y = tf.nn.conv2d(x, k, 1, "VALID")
+    with convfix.override(policies={"padding": {"strategy": "same"}}):
+        y = tf.nn.conv2d(x, k, 1, "VALID")
     np.testing.assert_array_equal(y.numpy(), conv2d(x, k, 1, "SAME").numpy())
 
 
@@ -96,6 +180,120 @@ def test_padding_name_in_lower_case_is_upper_cased() -> None:
         y = tf.nn.conv2d(x, k, 1, "same")
     np.testing.assert_array_equal(y.numpy(), conv2d(x, k, 1, "SAME").numpy())
     assert captured[0]["reason"] == "padding_case"
+
+
+# -- dtype ----------------------------------------------------------------------------
+
+
+@pytest.mark.compat
+def test_dtype_default_computes_a_float64_input_in_float32_eager_and_traced() -> None:
+    # given a float64 input and a float32 filter, under Keras' default policy
+    x, k = t(1, 6, 6, 3, dtype=tf.float64), t(3, 3, 3, 4)
+    traced = tf.function(lambda x: tf.nn.conv2d(x, k, 1, "SAME"))
+
+    # when the call runs, eagerly and in tf.function
+    with capture_events() as captured:
+        eager, graph = tf.nn.conv2d(x, k, 1, "SAME"), traced(x)
+
+    # then the input is cast to the compute dtype, float32, and the result is float32
+    for y in (eager, graph):
+        assert_reference(y, x, k, "float32", "SAME")
+        np.testing.assert_array_equal(y, conv2d(tf.cast(x, tf.float32), k, 1, "SAME"))
+    assert [(e["action"], e["graph"]) for e in captured] == [
+        ("cast_input", False),
+        ("cast_input", True),
+    ]
+    assert captured[0]["before"] == {"input": "float64", "filter": "float32"}
+    assert captured[0]["after"] == {"input": "float32", "filter": "float32"}
+
+
+def test_dtype_default_casts_a_float64_filter_tensor_to_a_float32_input() -> None:
+    x, k = t(1, 6, 6, 3), t(3, 3, 3, 4, dtype=tf.float64)
+    with capture_events() as captured:
+        y = tf.nn.conv2d(x, k, 1, "SAME")
+    assert_reference(y, x, k, "float32", "SAME")
+    assert captured[0]["action"] == "cast_filter"
+
+
+def test_dtype_default_follows_keras_global_mixed_precision_policy(
+    global_dtype_policy: Any,
+) -> None:
+    # given Keras' global policy mixed_float16 (compute float16; floatx stays float32)
+    global_dtype_policy("mixed_float16")
+    x, k = t(1, 6, 6, 3, dtype=tf.float64), t(3, 3, 3, 4)
+    traced = tf.function(lambda x: tf.nn.conv2d(x, k, 1, "SAME"))
+
+    # when a mismatched call runs outside any layer
+    with capture_events() as captured:
+        eager, graph = tf.nn.conv2d(x, k, 1, "SAME"), traced(x)
+
+    # then both operands are cast to float16
+    for y in (eager, graph):
+        assert_reference(y, x, k, "float16", "SAME")
+    assert captured[0]["action"] == "cast_input_filter"
+    assert captured[0]["after"] == {"input": "float16", "filter": "float16"}
+
+
+def test_dtype_replay_follows_a_changed_global_policy(global_dtype_policy: Any) -> None:
+    # given a repair remembered under the float32 policy
+    x, k = t(1, 6, 6, 3, dtype=tf.float64), t(3, 3, 3, 4)
+    assert tf.nn.conv2d(x, k, 1, "SAME").dtype == tf.float32
+    assert tf.nn.conv2d(x, k, 1, "SAME").dtype == tf.float32  # replayed
+
+    # when the global policy changes and the same call is made again
+    global_dtype_policy("mixed_float16")
+    y = tf.nn.conv2d(x, k, 1, "SAME")
+
+    # then the repair follows the new compute dtype
+    assert_reference(y, x, k, "float16", "SAME")
+
+
+class ConstantFilterConv(keras.layers.Layer):
+    """Convolves with a float32 constant filter, not a weight: Keras autocasts the layer's
+    inputs to its compute dtype, but not the constant."""
+
+    def __init__(self, kernel: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fixed = kernel
+
+    def call(self, inputs: Any) -> Any:
+        return tf.nn.conv2d(inputs, self.fixed, 1, "SAME")
+
+
+def test_dtype_default_in_a_mixed_float16_layer_computes_in_float16() -> None:
+    # given a layer with the mixed_float16 policy under Keras' float32 global policy
+    k = t(3, 3, 3, 4)
+    layer = ConstantFilterConv(k, dtype="mixed_float16")
+    x = t(2, 6, 6, 3)
+
+    # when it is called eagerly, then in a model Keras traces
+    with capture_events() as eager_events:
+        eager = layer(x)
+    events.reset()  # the traced call's event is written in full, not folded into the first
+    with capture_events() as graph_events:
+        model = keras.Sequential([keras.Input((6, 6, 3)), layer])
+        graph = model.predict(x.numpy(), verbose=0)
+
+    # then the filter is cast to the layer's compute dtype, float16, both times
+    assert_reference(eager, x, k, "float16", "SAME")
+    assert graph.dtype == np.float16
+    assert_reference(tf.constant(graph), x, k, "float16", "SAME")
+    for captured, traced in ((eager_events, False), (graph_events, True)):
+        assert captured[0]["action"] == "cast_filter"
+        assert captured[0]["layer"] == layer.name
+        assert captured[0]["graph"] is traced
+        assert captured[0]["after"] == {"input": "float16", "filter": "float16"}
+
+
+def test_dtype_promote_target_keeps_the_wider_dtype() -> None:
+    # given the pre-0.2 default
+    x, k = t(1, 6, 6, 3, dtype=tf.float64), t(3, 3, 3, 4)
+    with convfix.override(policies={"dtype": {"target": "promote"}}):
+        y = tf.nn.conv2d(x, k, 1, "SAME")
+
+    # then the filter is cast to float64 and the result is float64
+    np.testing.assert_array_equal(y, conv2d(x, tf.cast(k, tf.float64), 1, "SAME"))
+    assert_reference(y, x, k, "float64", "SAME")
 
 
 # -- strided windows TF 2.21 answers wrongly (owned by padding) ------------------------
@@ -184,14 +382,14 @@ def test_repairs_apply_inside_tf_function() -> None:
         return tf.nn.conv2d(x, k, 1, "VALID")
 
     y = f(t(9, 9, 3, dtype=tf.float64))  # missing batch, float64
-    assert y.shape == (7, 7, 4) and y.dtype == tf.float64
+    assert y.shape == (7, 7, 4) and y.dtype == tf.float32  # Keras' compute dtype
 
 
 @pytest.mark.skipif(not hasattr(keras, "ops"), reason="keras.ops exists from Keras 3")
 def test_repairs_apply_through_keras_ops_conv() -> None:
     x, k = t(1, 2, 2, 3, dtype=tf.float64), t(3, 3, 3, 4)
     y = keras.ops.conv(x, k, padding="valid")
-    assert y.shape == (1, 2, 2, 4) and y.dtype == tf.float64
+    assert y.shape == (1, 1, 1, 4) and y.dtype == tf.float32  # zero-padded, compute dtype
 
 
 @pytest.mark.compat
@@ -250,15 +448,15 @@ def config_file(tmp_path: Path) -> Any:
 
 
 def test_dtype_keys_from_toml(config_file: Any) -> None:
-    config_file('[policies.dtype]\ntarget = "float32"\n')
+    config_file('[policies.dtype]\ntarget = "promote"\n')
     assert (
-        tf.nn.conv2d(t(1, 5, 5, 3, dtype=tf.float64), t(3, 3, 3, 2), 1, "SAME").dtype == tf.float32
+        tf.nn.conv2d(t(1, 5, 5, 3, dtype=tf.float64), t(3, 3, 3, 2), 1, "SAME").dtype == tf.float64
     )
 
 
 def test_padding_keys_from_toml(config_file: Any) -> None:
-    config_file('[policies.padding]\nstrategy = "pad"\n')
-    assert tf.nn.conv2d(t(1, 2, 2, 3), t(3, 3, 3, 2), 1, "VALID").shape == (1, 1, 1, 2)
+    config_file('[policies.padding]\nstrategy = "same"\n')
+    assert tf.nn.conv2d(t(1, 2, 2, 3), t(3, 3, 3, 2), 1, "VALID").shape == (1, 2, 2, 2)
 
 
 def test_batch_dim_mode_from_toml(config_file: Any) -> None:

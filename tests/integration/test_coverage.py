@@ -145,13 +145,9 @@ def test_dtype_mismatch_is_repaired_exactly_and_logged_once(name: str) -> None:
     # when: called twice from one line through convfix
     with capture_events() as captured:
         first, second = (case.function()(*mixed, **case.kwargs) for _ in range(2))
-    # then: the result is the call repaired by hand (filters cast up to float64)
-    by_hand = _call_unpatched(
-        case,
-        (mixed[0], *map(_as64_if_tensor, mixed[1:])),
-        {k: _as64_if_tensor(v) for k, v in case.kwargs.items()},
-    )
-    assert first.dtype == tf.float64
+    # then: the result is the call repaired by hand (the input cast to Keras' compute dtype)
+    by_hand = _call_unpatched(case, (tf.cast(mixed[0], tf.float32), *mixed[1:]))
+    assert first.dtype == tf.float32
     np.testing.assert_array_equal(first.numpy(), by_hand.numpy())
     np.testing.assert_array_equal(second.numpy(), by_hand.numpy())
     interventions = [e for e in captured if e["event"] == "convfix.intervention"]
@@ -159,10 +155,6 @@ def test_dtype_mismatch_is_repaired_exactly_and_logged_once(name: str) -> None:
     assert interventions[0]["policy"] == "dtype"
     assert interventions[0]["reason"] == "dtype_mismatch"
     assert interventions[0]["before"]["input"] == "float64"  # type: ignore[index]
-
-
-def _as64_if_tensor(value: Any) -> Any:
-    return _as64(value) if isinstance(value, tf.Tensor) else value
 
 
 def _call_unpatched(case: Case, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Any:
@@ -217,7 +209,8 @@ def test_custom_keras_layer_float64_input_is_repaired_and_names_the_layer() -> N
     x = t(2, 8, 8, 3, dtype=tf.float64)
     with capture_events() as captured:
         y = layer(x)
-    by_hand = tf.nn.conv2d(x, tf.cast(layer.kernel, tf.float64), 1, "SAME")
+    # the input is cast to the layer's compute dtype
+    by_hand = unpatched(tf.nn.conv2d)(tf.cast(x, tf.float32), layer.kernel, 1, "SAME")
     np.testing.assert_array_equal(y.numpy(), by_hand.numpy())
     (event,) = [e for e in captured if e["event"] == "convfix.intervention"]
     assert event["layer"] == "my_conv"

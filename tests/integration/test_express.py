@@ -73,7 +73,7 @@ def test_an_override_in_another_thread_leaves_this_threads_calls_checked() -> No
     finally:
         release.set()
         worker.join(timeout=30)
-    assert y.dtype == tf.float64
+    assert y.dtype == tf.float32
     assert [e["policy"] for e in captured] == ["dtype"]
     assert healthy.shape == (1, 5, 5, 2)
     assert seen["other"] == "InvalidArgumentError"

@@ -90,7 +90,7 @@ def test_bug_after_dispatch_keeps_the_result_and_never_dispatches_twice(
     monkeypatch.setattr(events, "record", _boom)
     with capture_events() as captured:
         with_bug, y = dispatches()
-    assert y.dtype == tf.float64
+    assert y.dtype == tf.float32
     assert with_bug == steady == 1
     assert captured[0]["event"] == "convfix.internal_error"
 
@@ -110,7 +110,8 @@ def test_threads_repairing_and_passing_calls_get_right_results_and_exact_counts(
     x32 = tf.random.normal([2, 6, 6, 3], seed=1)
     x64 = tf.cast(x32, tf.float64)
     want32 = getattr(tf.nn.conv2d, MARK)(x32, K32, 1, "SAME").numpy()
-    want64 = getattr(tf.nn.conv2d, MARK)(x64, tf.cast(K32, tf.float64), 1, "SAME").numpy()
+    # The repair casts the input to Keras' compute dtype, float32.
+    want64 = getattr(tf.nn.conv2d, MARK)(tf.cast(x64, tf.float32), K32, 1, "SAME").numpy()
     errors: list[str] = []
     per_thread = 200
 
@@ -160,7 +161,7 @@ def test_repair_inside_tf_function_is_baked_in_at_trace_and_logged_once() -> Non
     with capture_events() as captured:
         for _ in range(5):
             y = step(X64)
-    assert y.dtype == tf.float64
+    assert y.dtype == tf.float32
     (event,) = captured
     assert event["graph"] is True
     assert sum(events.counts().values()) == 1  # traced once: counted once, not per step
@@ -175,7 +176,7 @@ def test_gradients_flow_through_a_dtype_repair() -> None:
     grad = tape.gradient(loss, k)
     with tf.GradientTape() as tape:
         by_hand = tf.reduce_sum(
-            getattr(tf.nn.conv2d, MARK)(x, tf.cast(k, tf.float64), 1, "SAME") ** 2
+            getattr(tf.nn.conv2d, MARK)(tf.cast(x, tf.float32), k, 1, "SAME") ** 2
         )
     np.testing.assert_array_equal(grad.numpy(), tape.gradient(by_hand, k).numpy())
 
@@ -217,7 +218,7 @@ def test_learned_repair_is_replayed_without_waiting_for_tensorflow_to_refuse(
         y = tf.nn.conv2d(X64, k, 1, "SAME")
     assert first == 2  # TensorFlow's refusal, then the repaired call
     assert len(counting_dispatch) - first == 3  # then one dispatch per call
-    assert y.dtype == tf.float64
+    assert y.dtype == tf.float32
     assert sum(events.counts().values()) == 4
 
 
@@ -233,7 +234,7 @@ def test_healthy_call_sharing_a_repaired_filter_stays_untouched() -> None:
 
 def test_a_learned_repair_does_not_outlive_a_config_change() -> None:
     k = tf.ones([3, 3, 3, 2])
-    assert tf.nn.conv2d(X64, k, 1, "SAME").dtype == tf.float64
+    assert tf.nn.conv2d(X64, k, 1, "SAME").dtype == tf.float32
     with (
         convfix.override(policies={"dtype": "off"}),
         pytest.raises(tf.errors.InvalidArgumentError),
@@ -250,8 +251,8 @@ def test_a_learned_repair_does_not_outlive_a_config_change() -> None:
         ),
         (
             lambda x, k: tf.nn.conv2d(tf.cast(x, tf.float64), k, 1, "VALID"),
-            lambda x, k: getattr(tf.nn.conv2d, MARK)(
-                tf.cast(x, tf.float64), tf.cast(k, tf.float64), 1, "SAME"
+            lambda x, k: getattr(tf.nn.conv2d, MARK)(  # float64 back to float32, zero-padded
+                tf.pad(x, [[0, 0], [0, 1], [0, 1], [0, 0]]), k, 1, "VALID"
             ),
         ),
     ],

@@ -50,7 +50,7 @@ CASES: tuple[DemoCase, ...] = (
         "float64 input, float32 filter",
         "x = tf.random.normal([1, 8, 8, 3], dtype=tf.float64)\n"
         'y = tf.nn.conv2d(x, tf.random.normal([3, 3, 3, 4]), 1, "SAME")',
-        expect_with=("ok", "float64"),
+        expect_with=("ok", "float32"),  # the dtype policy's default: Keras' compute dtype
         correct_shape=(1, 8, 8, 4),
     ),
     DemoCase(
@@ -59,7 +59,7 @@ CASES: tuple[DemoCase, ...] = (
         'y = tf.nn.conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID")',
         expect_with=("ok", "float32"),
         correct_shape=(1, 0, 0, 4),
-        expect_shape=(1, 2, 2, 4),  # the padding policy's default strategy: run it as SAME
+        expect_shape=(1, 1, 1, 4),  # the padding policy's default: zero-pad to one window
     ),
     DemoCase(
         "missing batch dimension",

@@ -21,7 +21,7 @@ __all__ = [
     "patch",
     "unpatch",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def patch(config: str | os.PathLike[str] | None = None) -> Config:

@@ -3,8 +3,10 @@
 By default the demo is exactly ``python -m convfix.cli.demo``: its own embedded configuration
 (the built-in defaults, events to a temporary file), ignoring ``./convfix.toml`` and
 ``CONVFIX_*`` variables. ``--config FILE`` runs the "with convfix" side under FILE instead
-(events still go to the demo's own file, where its summary reads them). A configuration
-other than the defaults may change what the demo's cases expect; the demo says so per case.
+(events still go to the demo's own file, where its summary reads them). Each case then
+expects what the mode of its policy under FILE gives: a refusal under ``strict``,
+TensorFlow's own answer under ``observe`` where TensorFlow answers safely (the demo says
+per case what it expected, and why).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "demo",
         help="show bad convolution calls without and with convfix, side by side",
         description="Run each kind of bad convolution call in a fresh Python process, "
-        "without and with convfix, and print what happened.",
+        "without and with convfix, and print what happened. Exit status 0 when every call "
+        "with convfix ended as expected under the configuration, 1 otherwise.",
     )
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="run the 'with convfix' side under FILE instead of the built-in defaults",
+        help="run the 'with convfix' side under FILE instead of the built-in defaults; "
+        "each case expects what the mode of its policy there gives (strict: a refusal)",
     )
 
 

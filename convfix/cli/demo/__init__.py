@@ -3,25 +3,31 @@
 Every call runs in a fresh interpreter, so a TensorFlow abort is shown, not suffered. The
 demo reads no config file of the user's: it writes its own to a temporary directory, next to
 the events file it then summarises. Exit status 0 means every call with convfix ended as
-its case declares; 1 names the case that did not.
+its case declares for the mode the configuration gives its policy (a refusal is what strict
+mode should give, see :mod:`convfix.cli.demo.expect`); 1 names the case that did not.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 import textwrap
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
 from convfix.cli.demo.cases import CASES, DemoCase, Outcome, config_text, run_child
+from convfix.cli.demo.events_file import (
+    Counted,
+    counted_by_pid,
+    read_events,
+    said,
+    summarize_events,
+)
+from convfix.cli.demo.expect import Expected, expected, mismatch, wrong_values
 
 _CELL = 44  # widest table cell, in characters
 _TF_MESSAGE = 100  # TensorFlow's messages are cut here; convfix's are shown whole
@@ -29,8 +35,6 @@ _WIDTH = 96  # the details are wrapped to this many columns
 
 Outcomes = dict[tuple[int, bool], Outcome]
 """Keyed by (index of the case, with convfix)."""
-Repairs = Mapping[int, list[str]]
-"""A child's pid to the ``policy/reason`` its exit summary counted."""
 
 
 def child_env(config_path: Path, events_path: Path) -> dict[str, str]:
@@ -63,9 +67,10 @@ def run_all(
     return outcomes
 
 
-def wanted_shape(case: DemoCase, with_convfix: bool) -> tuple[int, ...] | None:
-    """The shape a result should have on that side; None: any."""
-    return (case.expect_shape or case.correct_shape) if with_convfix else case.correct_shape
+def wanted_shape(want: Expected | None, case: DemoCase) -> tuple[int, ...] | None:
+    """The shape a result should have: the expected repair's with convfix (``want``),
+    else a faithful answer's; None: any."""
+    return want.shape if want is not None else case.correct_shape
 
 
 def misshapen(outcome: Outcome, wanted: tuple[int, ...] | None) -> bool:
@@ -73,34 +78,14 @@ def misshapen(outcome: Outcome, wanted: tuple[int, ...] | None) -> bool:
     return outcome.kind == "ok" and wanted is not None and outcome.shape != wanted
 
 
-def wrong_values(outcome: Outcome, case: DemoCase) -> bool:
-    """A result of the right size whose values are not the ones the call should give."""
-    want = case.correct_values
-    if outcome.kind != "ok" or want is None or len(outcome.values) != len(want):
-        return False
-    return any(abs(a - b) > 1e-3 * max(1.0, abs(b)) for a, b in zip(outcome.values, want))
-
-
 def describe(outcome: Outcome, wanted: tuple[int, ...] | None, case: DemoCase) -> str:
     """The table cell for one outcome."""
+    if outcome.kind == "error" and outcome.detail == "ConvFixError":
+        return "refused (ConvFixError)"
     if outcome.kind != "ok":
         return outcome.detail
     text = f"{outcome.shape} {outcome.detail}" + (" WRONG SHAPE" * misshapen(outcome, wanted))
     return text + (" WRONG VALUES" * wrong_values(outcome, case))
-
-
-def mismatch(case: DemoCase, without: Outcome, with_: Outcome) -> str | None:
-    """Why the outcome with convfix is not the one ``case`` declares, or None."""
-    kind, detail = case.expect_with
-    if (with_.kind, with_.detail) != (kind, detail):
-        return f"expected {kind} {detail}, got {with_.kind} {with_.detail}"
-    if misshapen(with_, wanted_shape(case, True)):
-        return f"expected shape {wanted_shape(case, True)}, got {with_.shape}"
-    if wrong_values(with_, case):
-        return f"expected values {case.correct_values}, got {with_.values}"
-    if case.same_as_without and with_ != without:
-        return "expected the very result TensorFlow gives without convfix"
-    return None
 
 
 def _paint(text: str, colour: str, enabled: bool) -> str:
@@ -113,7 +98,11 @@ def _cut(text: str, width: int) -> str:
 
 
 def table(
-    cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs, colour: bool
+    cases: Sequence[DemoCase],
+    wants: Sequence[Expected],
+    outcomes: Outcomes,
+    counted: Counted,
+    colour: bool,
 ) -> list[str]:
     """class | without convfix | with convfix, one row per case."""
     rows = [("class", "without convfix", "with convfix")]
@@ -121,12 +110,12 @@ def table(
     for i, case in enumerate(cases):
         without, with_ = outcomes[i, False], outcomes[i, True]
         left = describe(without, case.correct_shape, case)
-        right = describe(with_, wanted_shape(case, True), case)
+        right = describe(with_, wanted_shape(wants[i], case), case)
         if case.same_as_without and with_ == without:
             right = "same result"
-        policies = sorted({r.split("/")[0] for r in repairs.get(with_.pid, [])})
+        policies = sorted({what.split("/")[0] for _, what in counted.get(with_.pid, [])})
         right += f" [{', '.join(policies)}]" if policies else ""
-        wrong = mismatch(case, without, with_) is not None
+        wrong = mismatch(case, wants[i], without, with_) is not None
         rows.append((case.name, _cut(left, _CELL), right + (" <- NOT AS EXPECTED" * wrong)))
         bad_left = (
             without.kind != "ok"
@@ -143,9 +132,15 @@ def table(
     return lines
 
 
-def details(cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs) -> list[str]:
-    """Each call in words: the messages, shapes and repairs behind the table's cells."""
-    lines = ["What each row shows ([policy] = the convfix policy that repaired the call):"]
+def details(
+    cases: Sequence[DemoCase], wants: Sequence[Expected], outcomes: Outcomes, counted: Counted
+) -> list[str]:
+    """Each call in words: the messages, shapes, repairs and refusals behind the table's
+    cells, and what was expected under the configuration's modes."""
+    lines = [
+        "What each row shows ([policy] = the convfix policy that repaired, refused or "
+        "warned about the call):"
+    ]
     for i, case in enumerate(cases):
         lines += textwrap.wrap(
             f"{i + 1}. {case.name}: {case.what}",
@@ -154,11 +149,12 @@ def details(cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs) -> 
             subsequent_indent="     ",
         )
         for side, outcome in ((False, outcomes[i, False]), (True, outcomes[i, True])):
-            text = ", ".join(repairs.get(outcome.pid, [])) if side else ""
-            text = f"repaired ({text}), " if text else ""
-            if misshapen(outcome, wanted_shape(case, side)):
+            text = said(counted.get(outcome.pid, [])) if side else ""
+            text = f"{text}, " if text else ""
+            wanted = wanted_shape(wants[i] if side else None, case)
+            if misshapen(outcome, wanted):
                 should = "expected" if side else "a correct result has shape"
-                text += f"returned {outcome.shape}; {should} {wanted_shape(case, side)}"
+                text += f"returned {outcome.shape}; {should} {wanted}"
             elif wrong_values(outcome, case):
                 right = list(case.correct_values or ())
                 text += f"returned {list(outcome.values)}; a correct result is {right}"
@@ -169,58 +165,14 @@ def details(cases: Sequence[DemoCase], outcomes: Outcomes, repairs: Repairs) -> 
                 if outcome.detail != "ConvFixError":  # TensorFlow's own: the gist is enough
                     text = _cut(text, _TF_MESSAGE)
             if text:
-                label = "with:" if side else "without:"
-                wrapped = textwrap.wrap(text, _WIDTH - 14)
-                lines += [f"     {label:<9}{wrapped[0]}", *(" " * 14 + w for w in wrapped[1:])]
+                lines += _labelled("with:" if side else "without:", text)
+        lines += _labelled("expected:", f"{wants[i]}, as {wants[i].why}")
     return lines
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Every event in the JSON-lines file at ``path``; none if it does not exist."""
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
-        try:
-            events.append(json.loads(line))
-        except ValueError:  # a child killed mid-line: the other lines still count
-            continue
-    return events
-
-
-def repairs_by_pid(events: list[dict[str, Any]]) -> Repairs:
-    """What each process's final ``convfix.summary`` counted, as ``policy/reason``."""
-    repairs: defaultdict[int, list[str]] = defaultdict(list)
-    for event in events:
-        if event["event"] == "convfix.summary" and event.get("final"):
-            for entry in event["counts"]:
-                repairs[event["pid"]].append(f"{entry['policy']}/{entry['reason']}")
-    return repairs
-
-
-def summarize_events(path: Path, events: list[dict[str, Any]]) -> list[str]:
-    """What the children wrote to the events file, counted by kind."""
-    names = Counter(str(event["event"]) for event in events)
-    logged = Counter(
-        f"{e['policy']}/{e['reason']} ({e['action']})"
-        for e in events
-        if e["event"] == "convfix.intervention"
-    )
-    counted: Counter[str] = Counter()  # the exit summaries count every call, repeats too
-    for event in events:
-        if event["event"] == "convfix.summary" and event.get("final"):
-            for entry in event["counts"]:
-                counted[f"{entry['policy']}/{entry['reason']}"] += entry["count"]
-    lines = [
-        f"Events: {path} (one JSON object a line)",
-        f"  {names['convfix.patched']} processes patched TensorFlow (convfix.patched)",
-        f"  {names['convfix.intervention']} repairs logged (convfix.intervention)"
-        + (":" if logged else ""),
-        *(f"    {kind} x{n}" for kind, n in sorted(logged.items())),
-        "  calls counted by the exit summaries (convfix.summary)" + (":" if counted else ": none"),
-        *(f"    {kind} x{n}" for kind, n in sorted(counted.items())),
-    ]
-    if names["convfix.internal_error"]:
-        lines.append(f"  and {names['convfix.internal_error']} convfix.internal_error events!")
-    return lines
+def _labelled(label: str, text: str) -> list[str]:
+    wrapped = textwrap.wrap(text, _WIDTH - 15)
+    return [f"     {label:<10}{wrapped[0]}", *(" " * 15 + w for w in wrapped[1:])]
 
 
 def _tf_version() -> str:
@@ -247,7 +199,7 @@ def main(user_config: Path | None = None) -> int:
     """Run the demo; print the table and the events summary; 0 if convfix did its part.
 
     ``user_config``: run the "with convfix" side under that file instead of the demo's
-    embedded defaults (the cases' expectations assume the defaults)."""
+    embedded defaults; each case then expects what the mode of its policy there gives."""
     if find_spec("tensorflow") is None:
         print("convfix demo: TensorFlow is not installed (pip install 'convfix[tensorflow-cpu]')")
         return 1
@@ -268,15 +220,23 @@ def main(user_config: Path | None = None) -> int:
         f"  ({origin})\n",
         flush=True,
     )
+    from convfix.config import resolve_config
+
+    # As the children read it: the file alone (CONVFIX_* are not passed on to them).
+    wants = [expected(case, resolve_config(config, env={}).config) for case in CASES]
     outcomes = run_all(CASES, child_env(config, events_path), _progress(sys.stderr.isatty()))
     events = read_events(events_path)
-    repairs = repairs_by_pid(events)
-    report = [*table(CASES, outcomes, repairs, colour), "", *details(CASES, outcomes, repairs)]
+    counted = counted_by_pid(events)
+    report = [
+        *table(CASES, wants, outcomes, counted, colour),
+        "",
+        *details(CASES, wants, outcomes, counted),
+    ]
     print("\n".join([*report, "", *summarize_events(events_path, events), ""]))
     wrong = [
         f"{case.name}: {why}"
         for i, case in enumerate(CASES)
-        if (why := mismatch(case, outcomes[i, False], outcomes[i, True])) is not None
+        if (why := mismatch(case, wants[i], outcomes[i, False], outcomes[i, True])) is not None
     ]
     for line in wrong:
         print(f"NOT AS EXPECTED with convfix: {line}")

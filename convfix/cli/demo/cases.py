@@ -2,7 +2,8 @@
 
 Each case is a snippet of user code that binds ``y``; the demo runs it in two fresh
 interpreters, without and with ``import convfix.auto``. A new failure class (out of memory
-on a simulated device, a cuDNN failure) is one more entry in :data:`CASES`.
+on a simulated device, a cuDNN failure) is one more entry in :data:`CASES`. What a case
+should end as depends on the mode its policy runs in (:mod:`convfix.cli.demo.expect`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from convfix.config import Config
+
+Shape = tuple[int, ...]
+Adapt = Callable[["Config", "str | None", "Shape | None"], "tuple[str | None, Shape | None]"]
 
 _MARKER = "CONVFIX_DEMO_OUTCOME "  # starts the one stdout line a child reports on
 _TIMEOUT = 180.0  # seconds per child; importing TensorFlow alone takes a few
@@ -31,11 +39,20 @@ class DemoCase:
     code: str
     """User code run after ``import tensorflow as tf``; it must bind the result to ``y``."""
     expect_with: tuple[str, str]
-    """The outcome with convfix: ``("ok", dtype)`` or ``("error", exception type)``."""
+    """The outcome with convfix in fix mode: ``("ok", dtype)`` or ``("error", type)``."""
+    owner: str | None = None
+    """The policy (or "guard") whose mode decides the call; None: nothing to decide."""
+    in_fix: str = "repaired"
+    """What fix mode does: "repaired" (``expect_with``), or "refused" where no repair can
+    be right (an ambiguous call)."""
+    in_warn: str = "tensorflow"
+    """What warn mode does: "tensorflow" (TensorFlow's own outcome: it answers safely),
+    "refused" (it would crash or answer wrong, so convfix refuses even when only warning),
+    or "repaired" (convfix's answer is exact, so it is given in warn mode too)."""
+    adapt: Adapt | None = None
+    """How the policy's settings change the repaired result's (dtype, shape)."""
     correct_shape: tuple[int, ...] | None = None
     """The shape a faithful answer to the call has: other shapes are shown as wrong."""
-    expect_shape: tuple[int, ...] | None = None
-    """The result's shape with convfix when a policy changes the call; else correct_shape."""
     correct_values: tuple[float, ...] | None = None
     """The values a faithful answer has (small results): others are shown as wrong."""
     same_as_without: bool = False
@@ -52,6 +69,8 @@ CASES: tuple[DemoCase, ...] = (
         'y = tf.nn.conv2d(x, tf.random.normal([3, 3, 3, 4]), 1, "SAME")',
         expect_with=("ok", "float32"),  # the dtype policy's default: Keras' compute dtype
         correct_shape=(1, 8, 8, 4),
+        owner="dtype",  # TensorFlow raises a clear error of its own: warn leaves it
+        adapt=lambda config, _, shape: (cast_to(config, "float64", "float32", "float64"), shape),
     ),
     DemoCase(
         "input smaller than kernel",
@@ -59,7 +78,9 @@ CASES: tuple[DemoCase, ...] = (
         'y = tf.nn.conv2d(tf.ones([1, 2, 2, 3]), tf.ones([3, 3, 3, 4]), 1, "VALID")',
         expect_with=("ok", "float32"),
         correct_shape=(1, 0, 0, 4),
-        expect_shape=(1, 1, 1, 4),  # the padding policy's default: zero-pad to one window
+        owner="padding",
+        in_warn="refused",  # a wrongly shaped answer
+        adapt=lambda config, dtype, _: (dtype, _padded_shape(config)),
     ),
     DemoCase(
         "missing batch dimension",
@@ -67,6 +88,8 @@ CASES: tuple[DemoCase, ...] = (
         'y = tf.nn.conv2d(tf.ones([10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")',
         expect_with=("ok", "float32"),
         correct_shape=(10, 10, 4),
+        owner="batch_dim",
+        in_warn="refused",  # oneDNN aborts the process
     ),
     DemoCase(
         "empty batch",
@@ -74,6 +97,8 @@ CASES: tuple[DemoCase, ...] = (
         'y = tf.nn.conv2d(tf.ones([0, 10, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")',
         expect_with=("ok", "float32"),
         correct_shape=(0, 10, 10, 4),
+        owner="guard",
+        in_warn="repaired",  # the empty answer is exact: given in warn mode too
     ),
     DemoCase(
         "uint8 images",
@@ -82,6 +107,8 @@ CASES: tuple[DemoCase, ...] = (
         'y = tf.nn.conv2d(x, tf.random.normal([3, 3, 3, 4]), 1, "SAME")',
         expect_with=("ok", "float32"),
         correct_shape=(2, 8, 8, 4),
+        owner="dtype",
+        adapt=lambda config, _, shape: (cast_to(config, "uint8", "float32", "float32"), shape),
     ),
     DemoCase(
         "one channel, strided window",
@@ -93,12 +120,17 @@ CASES: tuple[DemoCase, ...] = (
         expect_with=("ok", "float32"),
         correct_shape=(2, 2, 1, 1),
         correct_values=(10.0, 20.0, 30.0, 40.0),
+        owner="padding",
+        in_warn="refused",  # wrong values
     ),
     DemoCase(
         "batch or channel missing?",
         "input [32, 28, 28], filter [3, 3, 1, 8]: one image, or 32 without channels?",
         'y = tf.nn.conv2d(tf.ones([32, 28, 28]), tf.ones([3, 3, 1, 8]), 1, "SAME")',
-        expect_with=("error", "ConvFixError"),  # both readings are valid: never guess
+        expect_with=("error", "ConvFixError"),
+        owner="batch_dim",
+        in_fix="refused",  # both readings are valid: never guess
+        in_warn="refused",
     ),
     DemoCase(
         "healthy call",
@@ -111,6 +143,24 @@ CASES: tuple[DemoCase, ...] = (
         same_as_without=True,
     ),
 )
+
+
+def cast_to(config: Config, input: str, filter: str, wider: str) -> str | None:
+    """The dtype a dtype repair of (input, filter) computes in under ``config``; None where
+    the demo cannot tell (an integer input cast "to the input")."""
+    settings = config.policies.dtype
+    if settings.output == "input":
+        return input if input.startswith(("float", "bfloat")) else None
+    # "policy" is the Keras compute dtype; the demo's children never import Keras: float32.
+    targets = {"promote": wider, "input": input, "filter": filter, "policy": "float32"}
+    chosen = targets.get(settings.target, settings.target)
+    return chosen if chosen.startswith(("float", "bfloat")) else None
+
+
+def _padded_shape(config: Config) -> Shape:
+    # Input [1, 2, 2, 3], kernel 3x3, VALID: "same" keeps the 2x2 size, "pad" pads it to the
+    # kernel's, leaving one VALID window.
+    return (1, 2, 2, 4) if config.policies.padding.strategy == "same" else (1, 1, 1, 4)
 
 
 @dataclass(frozen=True)

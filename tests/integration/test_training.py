@@ -47,29 +47,42 @@ def _interventions(captured: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 class Conv(keras.layers.Layer):
     """A custom layer calling tf.nn.conv2d with the padding it is given (autocast off, like
-    RawConv); ``cast_kernel`` casts its float32 kernel to the input's dtype by hand."""
+    RawConv); by hand, ``cast_input`` casts the input to the layer's compute dtype and
+    ``pads`` zero-pads it first."""
 
     def __init__(
-        self, padding: str = "SAME", cast_kernel: bool = False, filters: int = 4, **kwargs: Any
+        self,
+        padding: str = "SAME",
+        cast_input: bool = False,
+        pads: list[list[int]] | None = None,
+        filters: int = 4,
+        **kwargs: Any,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.padding, self.cast_kernel, self.filters = padding, cast_kernel, filters
+        self.padding, self.cast_input, self.pads = padding, cast_input, pads
+        self.filters = filters
 
     def build(self, input_shape: Any) -> None:
         shape = (3, 3, int(input_shape[-1]), self.filters)
         self.kernel = self.add_weight(shape=shape, name="kernel")
 
     def call(self, inputs: Any) -> Any:
-        kernel = tf.cast(self.kernel, inputs.dtype) if self.cast_kernel else self.kernel
-        return tf.nn.conv2d(inputs, kernel, 1, self.padding)
+        if self.cast_input:
+            inputs = tf.cast(inputs, self.compute_dtype)
+        if self.pads is not None:
+            inputs = tf.pad(inputs, self.pads)
+        return tf.nn.conv2d(inputs, self.kernel, 1, self.padding)
 
+
+# A 2x2 input zero-padded for a 3x3 kernel, as the padding policy's default does it.
+PADS_2X2 = [[0, 0], [0, 1], [0, 1], [0, 0]]
 
 # The custom layer convfix repairs, the same layer repaired by hand, input shape and dtype,
 # and the reason convfix gives.
 REPAIRED_LAYERS = [
     pytest.param(
         RawConv,
-        lambda: Conv("SAME", cast_kernel=True),
+        lambda: Conv("SAME", cast_input=True),
         (6, 6, 3),
         "float64",
         "dtype_mismatch",
@@ -85,7 +98,7 @@ REPAIRED_LAYERS = [
     ),
     pytest.param(
         lambda: Conv("VALID"),
-        lambda: Conv("SAME"),
+        lambda: Conv("VALID", pads=PADS_2X2),
         (2, 2, 3),
         "float32",
         "kernel_larger_than_input",
@@ -140,7 +153,7 @@ def test_traced_repair_is_counted_once_per_trace_never_per_step() -> None:
     assert event["graph"] is True
     assert event["reason"] == "dtype_mismatch"
     assert list(events.counts().values()) == [1]
-    np.testing.assert_array_equal(y.numpy(), conv2d(x, tf.cast(K32, tf.float64), 1, "SAME"))
+    np.testing.assert_array_equal(y.numpy(), conv2d(tf.cast(x, tf.float32), K32, 1, "SAME"))
 
 
 def test_retrace_for_a_new_input_shape_adds_one_to_the_count_and_writes_nothing() -> None:
@@ -337,8 +350,8 @@ def test_jit_compiled_model_trains_and_predicts_with_the_dtype_repair_applied() 
     assert not np.array_equal(before, conv.kernel.numpy())
     (event,) = _interventions(captured)
     assert (event["reason"], event["graph"], event["layer"]) == ("dtype_mismatch", True, conv.name)
-    # ...and predicts exactly as the kernel cast by hand, also under XLA
-    twin = _by_hand_twin(model, lambda: Conv("SAME", cast_kernel=True), jit_compile=True)
+    # ...and predicts exactly as the input cast by hand, also under XLA
+    twin = _by_hand_twin(model, lambda: Conv("SAME", cast_input=True), jit_compile=True)
     with convfix.override(mode="off"):
         np.testing.assert_array_equal(predicted, twin.predict(x, verbose=0))
 
@@ -348,7 +361,7 @@ def test_jit_compiled_model_trains_and_predicts_with_the_dtype_repair_applied() 
     [
         (
             lambda x: tf.nn.conv2d(x, K32, 1, "SAME"),
-            lambda x: conv2d(x, tf.cast(K32, tf.float64), 1, "SAME"),
+            lambda x: conv2d(tf.cast(x, tf.float32), K32, 1, "SAME"),
             t(2, 6, 6, 3, dtype=tf.float64),
             "dtype_mismatch",
         ),
@@ -366,7 +379,7 @@ def test_jit_compiled_model_trains_and_predicts_with_the_dtype_repair_applied() 
         ),
         (
             lambda x: tf.nn.conv2d(x, K32, 1, "VALID"),
-            lambda x: conv2d(x, K32, 1, "SAME"),
+            lambda x: conv2d(tf.pad(x, PADS_2X2), K32, 1, "VALID"),
             t(1, 2, 2, 3),
             "kernel_larger_than_input",
         ),
@@ -419,10 +432,10 @@ def test_served_function_has_the_cast_baked_into_its_graph() -> None:
     with capture_events() as captured:
         graph = served.__call__.get_concrete_function().graph
     conv = next(op for op in graph.get_operations() if op.type == "Conv2D")
-    assert [i.dtype for i in conv.inputs] == [tf.float64, tf.float64]
-    assert conv.inputs[1].op.type == "Cast"
+    assert [i.dtype for i in conv.inputs] == [tf.float32, tf.float32]
+    assert conv.inputs[0].op.type == "Cast"
     (event,) = _interventions(captured)
-    assert (event["action"], event["graph"]) == ("cast_filter", True)
+    assert (event["action"], event["graph"]) == ("cast_input", True)
 
 
 _CHILD = """
@@ -457,8 +470,8 @@ def test_saved_model_repaired_at_trace_runs_bit_identically_without_convfix(
     tf.saved_model.save(module, str(tmp_path / "saved"))
     # when a fresh interpreter that never imports convfix loads and runs it
     there = _run_without_convfix(tmp_path / "saved", "loaded")
-    # then the cast is in the saved graph: the same float64 result, bit for bit
-    assert there.dtype == np.float64
+    # then the cast is in the saved graph: the same float32 result, bit for bit
+    assert there.dtype == np.float32
     np.testing.assert_array_equal(there, here)
 
 
@@ -499,10 +512,9 @@ def test_threads_tracing_and_running_eagerly_get_right_results_and_exact_counts(
     # given 8 threads, each with its own tf.function and input shape, and the expected
     # results computed beforehand with TensorFlow alone
     threads, steps = 8, 20
-    k64 = tf.cast(K32, tf.float64)
     x64 = [t(1, 5 + i, 5 + i, 3, dtype=tf.float64) for i in range(threads)]
     x32 = [tf.cast(x, tf.float32) for x in x64]
-    want64 = [conv2d(x, k64, 1, "SAME").numpy() for x in x64]
+    want64 = [conv2d(tf.cast(x, tf.float32), K32, 1, "SAME").numpy() for x in x64]  # repaired
     want32 = [conv2d(x, K32, 1, "SAME").numpy() for x in x32]
     start = threading.Barrier(threads, timeout=60)
     wrong: list[str] = []
@@ -586,7 +598,7 @@ def test_repaired_call_completes_while_another_thread_is_inside_a_tensorflow_con
         slow.join(timeout=60)
         fast.join(timeout=60)
     np.testing.assert_array_equal(
-        results["fast"].numpy(), conv2d(fast_x, tf.cast(k, tf.float64), 1, "SAME").numpy()
+        results["fast"].numpy(), conv2d(tf.cast(fast_x, tf.float32), k, 1, "SAME").numpy()
     )
     np.testing.assert_array_equal(
         results["slow"].numpy(), conv2d(slow_x[None], k, 1, "SAME")[0].numpy()

@@ -40,18 +40,18 @@ def _result(stdout: str) -> dict[str, object]:
 
 def test_auto_before_tensorflow_patches_once(tmp_path: object) -> None:
     out = run_python("import convfix.auto\n" + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float32"}, out.stderr
 
 
 def test_auto_after_tensorflow_patches_once(tmp_path: object) -> None:
     out = run_python("import tensorflow\nimport convfix.auto\n" + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float32"}, out.stderr
 
 
 def test_double_import_and_patch_after_auto_wrap_once(tmp_path: object) -> None:
     code = "import convfix.auto\nimport convfix.auto\nimport convfix\nconvfix.patch()\n"
     out = run_python(code + "import tensorflow\nconvfix.patch()\n" + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float32"}, out.stderr
 
 
 def test_unpatch_restores_the_original_objects_exactly(tmp_path: object) -> None:
@@ -75,7 +75,7 @@ def test_unpatch_restores_the_original_objects_exactly(tmp_path: object) -> None
 def test_patch_unpatch_patch_wraps_once_and_repairs(tmp_path: object) -> None:
     code = "import convfix\nconvfix.patch()\nconvfix.unpatch()\nconvfix.patch()\n"
     out = run_python(code + PROBE, cwd=str(tmp_path))
-    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float32"}, out.stderr
 
 
 def test_after_unpatch_calls_behave_as_plain_tensorflow(tmp_path: object) -> None:
@@ -107,7 +107,7 @@ def test_name_imported_before_patching_is_rebound_and_restored(tmp_path: object)
     print("RESULT", {"dtype": y.dtype.name, "restored": userlib.conv2d is original})
     """
     out = run_python(code, cwd=str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
-    assert _result(out.stdout) == {"dtype": "float64", "restored": True}, out.stderr
+    assert _result(out.stdout) == {"dtype": "float32", "restored": True}, out.stderr
     assert '"reason": "dtype_mismatch"' in out.stderr
 
 
@@ -187,7 +187,7 @@ def test_legacy_keras_switch_is_covered_silently(tmp_path: object) -> None:
         cwd=str(tmp_path),
     )
     assert "convfix.unsupported" not in out.stderr
-    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float64"}, out.stderr
+    assert _result(out.stdout) == {"depth": 1, "compat": 1, "y": "float32"}, out.stderr
 
 
 def test_a_failure_while_patching_never_breaks_import_tensorflow(tmp_path: object) -> None:

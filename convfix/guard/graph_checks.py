@@ -22,11 +22,12 @@ import tensorflow as tf
 from convfix.call import Call, spatial_rank
 from convfix.geometry import effective_kernel, padding_name, per_spatial, static_shape
 from convfix.guard import rules
+from convfix.guard.build import Build
 
 
-def needed(call: Call, onednn: bool) -> bool:
+def needed(call: Call, build: Build) -> bool:
     """Does this traced call need a run-time check? The guard's rules say (rules.py)."""
-    return rules.needs_run_time_check(call, onednn)
+    return rules.needs_run_time_check(call, build)
 
 
 def dispatch_checked(call: Call, dispatch: Callable[[], Any]) -> Any:

@@ -9,30 +9,31 @@ from __future__ import annotations
 from convfix.call import Call, Problem, spatial_rank
 from convfix.geometry import static_shape
 from convfix.guard import rules
+from convfix.guard.build import Build
 
 
-def inspect(call: Call, onednn: bool) -> list[Problem]:
-    """Structural problems of ``call`` on a build with or without oneDNN (empty list:
-    nothing the guard objects to). At most one: each rule assumes the ones before held."""
+def inspect(call: Call, build: Build) -> list[Problem]:
+    """Structural problems of ``call`` on ``build`` (empty list: nothing the guard objects
+    to). At most one: each rule assumes the ones before held."""
     x_shape = static_shape(call.input)
     f_shape = static_shape(call.filter)
     spatial = spatial_rank(call, f_shape, x_shape)
     if x_shape is None or spatial is None or spatial not in (1, 2, 3):
         return []  # unknown rank: TensorFlow validates at run time (see docs on graphs)
-    found = rules.input_rank(call, x_shape, spatial, onednn) or rules.strided_dilation(
-        call, spatial, x_shape
+    found = rules.input_rank(call, x_shape, spatial, build) or rules.strided_dilation(
+        call, spatial, x_shape, build
     )
     if found is not None:
         return [found]
     if call.spec.kind == "transpose":  # output_shape is the caller's: only emptiness here
-        found = rules.empty_transpose_input(call, x_shape, spatial)
+        found = rules.empty_transpose_input(call, x_shape, spatial, build)
         return [] if found is None else [found]
     if f_shape is None or len(f_shape) != spatial + 2:
         return []  # TensorFlow checks filter ranks itself
     found = (
-        rules.dilated_kernel_past_input(call, spatial, x_shape, f_shape, onednn)
-        or rules.kernel_larger_than_input(call, x_shape, f_shape, spatial, onednn)
-        or rules.empty_input(call, x_shape, onednn)
-        or rules.misanswered_windows(call, x_shape, f_shape, spatial, onednn)
+        rules.dilated_kernel_past_input(call, spatial, x_shape, f_shape, build)
+        or rules.kernel_larger_than_input(call, x_shape, f_shape, spatial, build)
+        or rules.empty_input(call, x_shape, build)
+        or rules.misanswered_windows(call, x_shape, f_shape, spatial, build)
     )
     return [] if found is None else [found]

@@ -1,9 +1,10 @@
 """Every "unsafe on this build" rule, written once: pure functions of a call and the build.
 
-The build is an argument (``onednn``: whether TensorFlow's oneDNN kernels answer the call),
-never read from the process here, so each rule can be tested for either build on any
-machine. A rule returns the Problem it finds (its hazard on that build, the policy that can
-repair it, or "guard") or None. Consulted by ``inspection`` (before dispatch) and
+The build is an argument (a ``guard.build.Build``: the TensorFlow version, oneDNN on or
+off, GPUs visible, and the bugs measured there, resolved once at patch time), never read
+from the process here, so each rule can be tested for any build on any machine. A rule
+returns the Problem it finds (its hazard on that build, the policy that can repair it, or
+"guard") or None. Consulted by ``inspection`` (before dispatch) and
 ``graph_checks`` (inside tf.function); the fast checks of ``integrations.entry`` and
 ``integrations.express`` are cheaper predicates that clear only calls these rules clear
 (a property test holds them to it), and ``plainly_safe`` is the pipeline's judgement when
@@ -63,12 +64,14 @@ from convfix.geometry import (
     static_shape,
     windows_of,
 )
+from convfix.guard.build import Build
 from convfix.ops import default_data_format
 
 
-def input_rank(call: Call, x_shape: Shape, spatial: int, onednn: bool) -> Problem | None:
+def input_rank(call: Call, x_shape: Shape, spatial: int, build: Build) -> Problem | None:
     """An input one rank short (a missing batch dim: batch_dim's to repair), or of any other
     rank the op does not take: oneDNN aborts on too few dims and answers too many wrongly."""
+    onednn = build.has("rank_aborts")
     bad_rank: Hazard = "abort" if onednn else "answered"
     wanted = spatial + 2
     rank = len(x_shape)
@@ -94,11 +97,11 @@ def input_rank(call: Call, x_shape: Shape, spatial: int, onednn: bool) -> Proble
     return None
 
 
-def strided_dilation(call: Call, spatial: int, x_shape: Shape) -> Problem | None:
+def strided_dilation(call: Call, spatial: int, x_shape: Shape, build: Build) -> Problem | None:
     """depthwise_conv2d and separable_conv2d with strides > 1 *and* dilations > 1: TF 2.21
     only logs a warning, then computes a wrong result (measured: wrong values, and wrong
     shapes for SAME padding). tf.nn.convolution raises for the same combination."""
-    if call.spec.kind not in ("depthwise", "separable"):
+    if call.spec.kind not in ("depthwise", "separable") or not build.has("strided_dilation_wrong"):
         return None
     channels_last = call.channels_last()
     strides = per_spatial(call.strides, spatial, channels_last)
@@ -116,7 +119,7 @@ def strided_dilation(call: Call, spatial: int, x_shape: Shape) -> Problem | None
 
 
 def dilated_kernel_past_input(
-    call: Call, spatial: int, x_shape: Shape, f_shape: Shape, onednn: bool
+    call: Call, spatial: int, x_shape: Shape, f_shape: Shape, build: Build
 ) -> Problem | None:
     """tf.nn.conv3d with SAME padding and a dilated kernel longer than the input: some
     windows then hold no input at all, and TF 2.21's oneDNN Conv3D was measured to corrupt
@@ -124,7 +127,9 @@ def dilated_kernel_past_input(
     Refused wherever such a window can exist, strides or not (a sweep found no crash with
     strides 1, which is a sample, not a proof). tf.nn.convolution dilates another way and is
     safe; the Eigen Conv3D refuses dilations itself."""
-    if not onednn or call.spec.kind != "conv" or call.spec.spatial != 3:
+    if not build.has("conv3d_dilated_heap_corruption"):
+        return None
+    if call.spec.kind != "conv" or call.spec.spatial != 3:
         return None
     if padding_name(call.padding) != "SAME":
         return None
@@ -154,7 +159,7 @@ def dilated_kernel_past_input(
 
 
 def kernel_larger_than_input(
-    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, onednn: bool
+    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, build: Build
 ) -> Problem | None:
     """VALID (or explicit) padding with a dilated kernel larger than the padded input in
     some dimension: oneDNN answers a wrongly shaped tensor; without it TensorFlow answers
@@ -181,7 +186,7 @@ def kernel_larger_than_input(
     return Problem(
         "kernel_larger_than_input",
         "padding",
-        "garbage" if onednn else "answered",
+        "garbage" if build.has("kernel_past_valid_input_misshaped") else "answered",
         f"{call.spec.name}: input spatial size {sizes} is smaller than the "
         f"{'dilated ' if any(d > 1 for d in dilations) else ''}kernel "
         f"{kernel} with padding {padding!r}; each spatial size must be at least "
@@ -194,10 +199,10 @@ def kernel_larger_than_input(
     )
 
 
-def empty_input(call: Call, x_shape: Shape, onednn: bool) -> Problem | None:
+def empty_input(call: Call, x_shape: Shape, build: Build) -> Problem | None:
     """An input with a zero-sized dimension: oneDNN answers with the input's channel count
     where the output's belongs (the guard answers it instead: guard.answers)."""
-    if not empty_input_unsafe(onednn) or not any(d == 0 for d in x_shape):
+    if not empty_input_unsafe(build) or not any(d == 0 for d in x_shape):
         return None
     return Problem(
         "empty_input",
@@ -208,12 +213,14 @@ def empty_input(call: Call, x_shape: Shape, onednn: bool) -> Problem | None:
     )
 
 
-def empty_transpose_input(call: Call, x_shape: Shape, spatial: int) -> Problem | None:
+def empty_transpose_input(call: Call, x_shape: Shape, spatial: int, build: Build) -> Problem | None:
     """conv3d_transpose of an input with a zero-sized dimension: TF 2.21's Conv3D backprop
     kernel crashes the process (SIGSEGV; every dtype without oneDNN, float64 with it:
     measured by the hazard sweep). Its answer is known without dispatching: zeros of
     ``output_shape`` (the guard answers it, guard.answers)."""
     if call.spec.kind != "transpose" or spatial != 3 or not any(d == 0 for d in x_shape):
+        return None
+    if not build.has("empty_conv3d_transpose_crash"):
         return None
     return Problem(
         "empty_input",
@@ -225,10 +232,10 @@ def empty_transpose_input(call: Call, x_shape: Shape, spatial: int) -> Problem |
     )
 
 
-def empty_input_unsafe(onednn: bool) -> bool:
+def empty_input_unsafe(build: Build) -> bool:
     """Whether an empty input (or one whose sizes are known only at run time, which may be
     empty then, or smaller than a VALID kernel) is answered wrongly on this build."""
-    return onednn
+    return build.has("empty_input_misshaped")
 
 
 def windows(call: Call, x_shape: Shape, f_shape: Shape, spatial: int) -> list[Window] | None:
@@ -252,27 +259,56 @@ def misanswered(
     channels: int | None,
     multiplier: int | None,
     dims: list[Window],
-    onednn: bool,
+    build: Build,
     dtype: str | None = None,
 ) -> str | None:
-    """The reason TF 2.21 would answer these windows wrongly, or None (module docstring).
-    ``dtype``: the input's dtype name (None: unknown, judged as any dtype but bfloat16)."""
+    """The reason this build would answer these windows wrongly (or crash on them), or None
+    (module docstring). ``dtype``: the input's dtype name (None: unknown, judged as any
+    dtype but bfloat16)."""
     shifted = kind == "conv" and spatial == 3 and padding == "SAME"
-    if shifted and crop_sizes(dims) != [w.size for w in dims]:
+    if (
+        shifted
+        and build.has("conv3d_shifted_same_windows")
+        and crop_sizes(dims) != [w.size for w in dims]
+    ):
         return "negative_same_padding"
-    if not onednn or kind not in ("conv", "depthwise", "separable"):
+    if kind not in ("conv", "depthwise", "separable"):
         return None
+    if (
+        not isinstance(padding, str)
+        and build.has("padding_only_window_crash")
+        and any(reads_only_padding(w) for w in dims)
+    ):
+        return "padding_only_window"
     # One input channel per group: a one-channel input to a plain convolution, or a
     # depthwise one with a channel multiplier of 2 or more (measured: 1 is right).
     one_per_group = (channels == 1) if kind == "conv" else (multiplier or 0) >= 2
-    cut = single_windows(dims)
-    # (depthwise: measured right where a dimension not cut has a stride)
-    other_strides = kind == "conv" or all(w.stride == 1 for w, c in zip(dims, cut) if not c)
-    if one_per_group and any(cut) and other_strides:
-        return "single_window_one_channel"
-    if dtype == "bfloat16" and kind != "depthwise" and _last_window_strided_alone(dims):
+    if one_per_group and build.has("single_window_one_channel"):
+        cut = single_windows(dims)
+        # (depthwise: measured right where a dimension not cut has a stride)
+        other_strides = kind == "conv" or all(w.stride == 1 for w, c in zip(dims, cut) if not c)
+        if any(cut) and other_strides:
+            return "single_window_one_channel"
+    if (
+        dtype == "bfloat16"
+        and kind != "depthwise"
+        and build.has("single_window_bfloat16")
+        and _last_window_strided_alone(dims)
+    ):
         return "single_window_bfloat16"
     return None
+
+
+def reads_only_padding(w: Window) -> bool:
+    """Does some window of this dimension lie wholly in its explicit padding? oneDNN on
+    TF 2.16-2.19 crashes the process (SIGSEGV) on some such calls: measured on the last
+    spatial dimension of conv2d and depthwise_conv2d, both layouts; the rule takes every
+    dimension. Judged by the dilated window's span (every crash measured was one); the
+    first or the last window is the one to lie in padding if any does."""
+    lo = w.pads[0]
+    first_end = w.kernel - 1  # the first window spans [0, kernel - 1]
+    last_start = (w.out - 1) * w.stride  # the last spans [last_start, ... + kernel - 1]
+    return w.out > 0 and (first_end < lo or last_start >= lo + w.size)
 
 
 def _last_window_strided_alone(dims: list[Window]) -> bool:
@@ -291,15 +327,15 @@ def _last_window_strided_alone(dims: list[Window]) -> bool:
 
 
 def misanswered_windows(
-    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, onednn: bool
+    call: Call, x_shape: Shape, f_shape: Shape, spatial: int, build: Build
 ) -> Problem | None:
-    """A Problem for windows TF 2.21 would answer wrongly (``misanswered``)."""
+    """A Problem for windows this build would answer wrongly or crash on (``misanswered``)."""
     dims = windows(call, x_shape, f_shape, spatial)
     if dims is None:
         return None
     channels = x_shape[-1] if call.channels_last() else x_shape[-spatial - 1]
     reason = misanswered(
-        call.spec.kind, spatial, call.padding, channels, f_shape[-1], dims, onednn,
+        call.spec.kind, spatial, call.padding, channels, f_shape[-1], dims, build,
         dtype_name(call.input),
     )  # fmt: skip
     if reason is None:
@@ -311,6 +347,13 @@ def misanswered_windows(
             f"past the last window (the windows read {crop_sizes(dims)}); TF 2.21's Conv3D "
             "kernel outside oneDNN then shifts every window and answers wrong values. Crop "
             "the input to the positions read, or use VALID"
+        )
+    elif reason == "padding_only_window":
+        message = (
+            f"explicit padding {shown_padding(call.padding)} on input spatial size {sizes} "
+            f"with strides {strides}: a window lies wholly in the padding; oneDNN on "
+            "TF 2.16-2.19 crashes the process there (SIGSEGV). Pad the input with tf.pad and "
+            "run VALID"
         )
     elif reason == "single_window_bfloat16":
         message = (
@@ -327,7 +370,8 @@ def misanswered_windows(
             "dimension as its one window (padded explicitly, VALID, stride 1)"
         )
     before = {"input_shape": x_shape, "strides": strides, "padding": shown_padding(call.padding)}
-    return Problem(reason, "padding", "garbage", f"{call.spec.name}: {message}", before)
+    hazard: Hazard = "abort" if reason == "padding_only_window" else "garbage"
+    return Problem(reason, "padding", hazard, f"{call.spec.name}: {message}", before)
 
 
 def dtype_name(value: Any) -> str | None:
@@ -339,16 +383,16 @@ def dtype_name(value: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def needs_run_time_check(call: Call, onednn: bool) -> bool:
+def needs_run_time_check(call: Call, build: Build) -> bool:
     """A traced call whose input sizes are partly unknown: the empty-input and kernel-fit
     rules can only be decided when the graph runs (guard.graph_checks adds the check)."""
-    if not empty_input_unsafe(onednn) or not call.graph or call.spec.kind == "transpose":
+    if not empty_input_unsafe(build) or not call.graph or call.spec.kind == "transpose":
         return False
     x = static_shape(call.input)
     return x is not None and None in x
 
 
-def plainly_safe(call: Call, onednn: bool) -> bool:
+def plainly_safe(call: Call, build: Build) -> bool:
     """Safety judged without the other rules (the guard may be what failed), and more
     narrowly than they judge it, so that no rule could have objected: strides and dilations
     of 1 (no strided window, no strided dilation, no dilated kernel past the input), and
@@ -367,7 +411,7 @@ def plainly_safe(call: Call, onednn: bool) -> bool:
         return False
     if x is not None and 0 in x:
         return False  # an empty 3-D transpose crashes every build
-    if not onednn:
+    if not build.onednn:
         return True
     if x is None or len(x) != len(f) or None in x or None in f:
         return False

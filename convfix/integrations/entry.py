@@ -41,6 +41,7 @@ from typing import Any
 
 from convfix import runtime
 from convfix.geometry import windows_of
+from convfix.guard.build import Build
 from convfix.guard.rules import dtype_name, misanswered
 from convfix.memory import Memory
 from convfix.ops import OpSpec
@@ -54,20 +55,23 @@ class Capabilities:
     """Types and facts the fast check relies on, probed once when TensorFlow is patched.
     Mutable: the Keras hook adds Keras' variable type when Keras is imported."""
 
-    __slots__ = ("direct_filter_types", "eager", "filter_types", "onednn", "symbolic")
+    __slots__ = ("build", "direct_filter_types", "eager", "filter_types", "onednn", "symbolic")
 
     def __init__(
         self,
         eager: type,
         symbolic: type,
         filter_types: set[type],
-        onednn: bool,
+        build: Build,
         direct_filter_types: frozenset[type] = frozenset(),
     ) -> None:
         self.eager = eager
         self.symbolic = symbolic
         self.filter_types = filter_types
-        self.onednn = onednn
+        self.build = build
+        # The fast checks treat "oneDNN answers" as one risk (every oneDNN bug at once):
+        # coarser than the rules, so they clear nothing the rules would object to.
+        self.onednn = build.onednn
         # Filters whose .shape is a cheap cached TensorShape, read directly every call.
         self.direct_filter_types = direct_filter_types
 
@@ -141,7 +145,7 @@ def make_fast_check(
     )
     # Every name the check reads is a closure variable: on a ~70 us call each attribute
     # lookup saved shows in the ratio.
-    eager, symbolic, onednn = caps.eager, caps.symbolic, caps.onednn
+    eager, symbolic, onednn, build = caps.eager, caps.symbolic, caps.onednn, caps.build
     known = filters.entries
     learn = filters.learn
     direct = caps.direct_filter_types
@@ -195,7 +199,7 @@ def make_fast_check(
             fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
             rates = (args[at[d]] if n > at[d] else kwargs.get(d) for d in d_names)
             rate = next((r for r in rates if r is not None), None)
-            if _misanswered(spec, dims, f_dims, strides, rate, padding, fmt, onednn, x):
+            if _misanswered(spec, dims, f_dims, strides, rate, padding, fmt, build, x):
                 return False
         if transpose:
             return not (empty_risk and 0 in dims)
@@ -241,7 +245,7 @@ def _misanswered(
     dilations: Any,
     padding: Any,
     fmt: Any,
-    onednn: bool,
+    build: Build,
     x: Any,
 ) -> bool:
     """Would a strided call be answered wrongly (or can this not tell)? The guard's rule
@@ -253,8 +257,9 @@ def _misanswered(
     if found is None:
         return True
     channels = dims[-1] if last else dims[1]
-    dtype = dtype_name(x) if onednn else None  # read only here: strided or one-channel calls
-    reason = misanswered(spec.kind, spatial, padding, channels, f_dims[-1], found, onednn, dtype)
+    # read only here (strided or one-channel calls), and only where a dtype matters
+    dtype = dtype_name(x) if build.has("single_window_bfloat16") else None
+    reason = misanswered(spec.kind, spatial, padding, channels, f_dims[-1], found, build, dtype)
     return reason is not None
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from convfix import memory
 from convfix.call import Binder
+from convfix.guard.build import Build, build_of
 from convfix.integrations import express, keras
 from convfix.integrations.entry import (
     MARK,
@@ -101,7 +102,7 @@ def patch_tensorflow() -> list[Patched]:
             continue
         replays = remembered.plans(spec.name)
         target = Target(
-            original, Binder(spec, original), caps.onednn, remembered, keras.layer_name, replays
+            original, Binder(spec, original), caps.build, remembered, keras.layer_name, replays
         )
 
         def slow(args: tuple[Any, ...], kwargs: dict[str, Any], target: Target = target) -> Any:
@@ -193,7 +194,16 @@ def _probe() -> Capabilities:
         direct = frozenset()
     if keras_variable is not None:  # after `direct`: Keras variables go through the cache
         filter_types.add(keras_variable)
-    return Capabilities(eager, symbolic, filter_types, onednn_enabled(), direct)
+    return Capabilities(eager, symbolic, filter_types, current_build(tf), direct)
+
+
+def current_build(tf: Any) -> Build:
+    """This process's build, as the guard's rules see it (guard/build.py)."""
+    try:
+        gpu = bool(tf.config.list_physical_devices("GPU"))
+    except Exception:  # cannot tell: the CPU's bugs apply either way
+        gpu = False
+    return build_of(tf.__version__, onednn_enabled(), gpu)
 
 
 def keras_variable_type() -> type | None:

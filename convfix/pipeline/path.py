@@ -25,6 +25,7 @@ from convfix.errors import ConvFixError
 from convfix.geometry import static_shape
 from convfix.guard import graph_checks, rules
 from convfix.guard.answers import empty_result, output_shape
+from convfix.guard.build import Build
 from convfix.memory import Memory, Plan, ReplayTable, Step, call_key
 from convfix.pipeline import recovery
 from convfix.pipeline.decide import Verdict, decide, mode_of
@@ -42,7 +43,7 @@ class Target:
 
     original: Callable[..., Any]
     binder: Binder
-    onednn: bool
+    build: Build
     memory: Memory
     layer_name: Callable[[], str | None]
     replays: ReplayTable
@@ -117,9 +118,9 @@ def policies_for(config: Config) -> dict[str, Policy]:
     return build(config)
 
 
-def find_problems(call: Call, policies: Mapping[str, Policy], onednn: bool) -> list[Problem]:
+def find_problems(call: Call, policies: Mapping[str, Policy], build: Build) -> list[Problem]:
     """Every problem of ``call`` the guard and the policies see, in run order."""
-    problems = guard.inspect(call, onednn)
+    problems = guard.inspect(call, build)
     for policy in policies.values():
         found = policy.detect(call)
         if found is not None:
@@ -143,7 +144,7 @@ def _start(
 
 
 def _detect(run: _Run) -> list[Problem]:
-    return find_problems(run.call, run.policies, run.target.onednn)
+    return find_problems(run.call, run.policies, run.target.build)
 
 
 def handle(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -297,7 +298,7 @@ def _repair_and_run(
             repairs.append((problem, repair))
             current = repair.call
             if redetect:
-                problems = find_problems(current, run.policies, run.target.onednn)
+                problems = find_problems(current, run.policies, run.target.build)
     except ConvFixError:
         raise
     except Exception as bug:
@@ -346,7 +347,7 @@ def _dispatch(run: _Run, current: Call, repairs: list[tuple[Problem, Repair]], s
 def _checked(run: _Run, call: Call, dispatch: Callable[[], Any]) -> Any:
     """Dispatch, with the one run-time check a traced call needs where static shapes
     cannot prove it safe (a repaired call included: repairs keep unknown sizes unknown)."""
-    if graph_checks.needed(call, run.target.onednn):
+    if graph_checks.needed(call, run.target.build):
         return graph_checks.dispatch_checked(call, dispatch)
     return dispatch()
 
@@ -394,7 +395,7 @@ def _fall_back(original: Callable[[], Any], bug: Exception, safe: bool) -> Any:
 def _plainly_safe(target: Target, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     """Safety judged without the guard, which may be what failed (rules.plainly_safe)."""
     try:
-        return rules.plainly_safe(target.binder.bind(args, kwargs), target.onednn)
+        return rules.plainly_safe(target.binder.bind(args, kwargs), target.build)
     except Exception:
         return False
 

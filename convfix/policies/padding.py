@@ -69,6 +69,8 @@ class PaddingPolicy:
             return "crop the input to the positions the windows read"
         if problem.reason in ("single_window_one_channel", "single_window_bfloat16"):
             return "run each single-window dimension as that window (padded, VALID, stride 1)"
+        if problem.reason == "padding_only_window":
+            return "zero-pad the input by the call's own padding and run VALID"
         if self.settings.strategy == "same":
             return "run with padding 'SAME'"
         return f"zero-pad the input by {self._extra(call)} per spatial dimension"
@@ -87,6 +89,8 @@ class PaddingPolicy:
             return _crop_to_windows(call)
         if problem.reason in ("single_window_one_channel", "single_window_bfloat16"):
             return _one_window(call)
+        if problem.reason == "padding_only_window":
+            return _one_window(call, cut_single=False)
         if self.settings.strategy == "same":
             return Repair(
                 call.replace(**{param: "SAME"}),
@@ -154,15 +158,18 @@ def _crop_to_windows(call: Call) -> Repair:
     )
 
 
-def _one_window(call: Call) -> Repair:
+def _one_window(call: Call, cut_single: bool = True) -> Repair:
     """single_window_one_channel: pad by the call's own padding, cut each single-window
-    dimension to that window with stride 1, run VALID (the other strides as they were)."""
+    dimension to that window with stride 1, run VALID (the other strides as they were).
+    padding_only_window (``cut_single=False``): pad and run VALID, every stride as it was:
+    explicit padding's definition, spelled out, on a kernel path with no padding to get
+    wrong."""
     spatial, dims, x_shape = _windows(call)
     last = call.channels_last()
     lead = len(x_shape) - spatial - 1 if last else len(x_shape) - spatial
     pairs = [[lo, hi] for lo, hi in (w.pads for w in dims)]
     pads = [[0, 0]] * lead + pairs + ([[0, 0]] if last else [])
-    cut = single_windows(dims)
+    cut = single_windows(dims) if cut_single else [False] * len(dims)
     index = _spatial_index(
         [slice(0, w.kernel) if c else slice(None) for w, c in zip(dims, cut)], last
     )
@@ -181,7 +188,7 @@ def _one_window(call: Call) -> Repair:
     after = {"input_shape": static_shape(windowed), "padding": "VALID", "strides": strides}
     return Repair(
         call.replace(input=windowed, **{spec.padding_param: "VALID", param: strides}),
-        "one_window",
+        "one_window" if cut_single else "pad_explicitly",
         after,
         rewrites={
             call.input_name: one_window,

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convfix
+from convfix.guard.build import Build
 from convfix.integrations import express
 from convfix.integrations import tensorflow as tf_integration
 from convfix.integrations.entry import Capabilities, FilterShapes, make_fast_check
@@ -83,7 +84,11 @@ def _caps(onednn: bool) -> Capabilities:
     real = tf_integration.caps
     assert real is not None
     return Capabilities(
-        real.eager, real.symbolic, set(real.filter_types), onednn, real.direct_filter_types
+        real.eager,
+        real.symbolic,
+        set(real.filter_types),
+        Build((2, 21), onednn),
+        real.direct_filter_types,
     )
 
 

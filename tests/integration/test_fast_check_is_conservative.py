@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from convfix import guard, runtime
 from convfix.call import Binder, Call, Problem
 from convfix.geometry import per_spatial
+from convfix.guard.build import Build
 from convfix.integrations import express
 from convfix.integrations import tensorflow as tf_integration
 from convfix.integrations.entry import Capabilities, FilterShapes, make_fast_check
@@ -40,7 +41,8 @@ from tests.integration.conftest import unpatched
 OPS = tuple(V2_SPECS)  # every tf.nn convolution convfix wraps
 DTYPES = ("float32", "float16", "bfloat16", "float64", "int32")
 LAYOUTS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW"), 3: ("NDHWC", "NCDHW")}
-BUILDS = (False, True)  # onednn
+# The rules' builds: oneDNN off and on (TF 2.21), and a version with its own bug (2.17).
+BUILDS = (Build((2, 21), False), Build((2, 21), True), Build((2, 17), True))
 EXAMPLES = 4000
 T = TypeVar("T")
 
@@ -92,12 +94,12 @@ def _defaults(function: Callable[..., Any]) -> dict[str, Any]:
     return {p.name: p.default for p in parameters if p.default is not p.empty}
 
 
-def _caps(onednn: bool) -> Capabilities:
-    """This process's tensor and variable types, on a build with or without oneDNN."""
+def _caps(build: Build) -> Capabilities:
+    """This process's tensor and variable types, on ``build``."""
     real = tf_integration.caps
     assert real is not None, "convfix is patched for the session (conftest)"
     return Capabilities(
-        real.eager, real.symbolic, set(real.filter_types), onednn, real.direct_filter_types
+        real.eager, real.symbolic, set(real.filter_types), build, real.direct_filter_types
     )
 
 
@@ -108,8 +110,8 @@ def _bind(case: Case, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         reject()  # a call Python itself refuses: no predicate ever sees it
 
 
-def _unsafe(call: Call, onednn: bool) -> list[Problem]:
-    return [problem for problem in guard.inspect(call, onednn) if problem.unsafe]
+def _unsafe(call: Call, build: Build) -> list[Problem]:
+    return [problem for problem in guard.inspect(call, build) if problem.unsafe]
 
 
 # -- the calls ----------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def test_each_pinned_call_is_one_its_rule_calls_unsafe(reason: str) -> None:
     case = PINNED[reason]
     call = _bind(case, *case.arguments())
     # when the guard inspects it on the oneDNN build, then its rule finds it unsafe
-    assert [(p.reason, p.unsafe) for p in guard.inspect(call, True)] == [
+    assert [(p.reason, p.unsafe) for p in guard.inspect(call, BUILDS[1])] == [
         (reason.split(",")[0], True)
     ]
 
@@ -303,19 +305,19 @@ def test_whatever_the_fast_check_clears_the_rules_clear(case: Case) -> None:
     args, kwargs = case.arguments()
     call = _bind(case, args, kwargs)
     spec = V2_SPECS[case.op]
-    for onednn in BUILDS:
-        caps = _caps(onednn)
+    for build in BUILDS:
+        caps = _caps(build)
         fast = make_fast_check(spec, case.function, caps, FilterShapes(caps), Memory())
         # when the fast check clears it (one that raises clears nothing: make_general)
         try:
             cleared = fast(args, kwargs)
         except Exception:
             cleared = False
-        event(f"fast check, onednn={onednn}: {'cleared' if cleared else 'not cleared'}")
+        event(f"fast check, build={build}: {'cleared' if cleared else 'not cleared'}")
         # then no rule calls it unsafe on that build
         if cleared:
-            unsafe = _unsafe(call, onednn)
-            assert not unsafe, f"fast check cleared an unsafe call (onednn={onednn}): {unsafe}"
+            unsafe = _unsafe(call, build)
+            assert not unsafe, f"fast check cleared an unsafe call (build={build}): {unsafe}"
 
 
 @settings(max_examples=EXAMPLES, deadline=None)
@@ -326,30 +328,30 @@ def test_whatever_the_quick_check_clears_the_rules_clear(case: Case) -> None:
     args, kwargs = case.arguments()
     call = _bind(case, args, kwargs)
     spec = V2_SPECS[case.op]
-    for onednn in BUILDS:
-        quick = express.make_quick_check(spec, _caps(onednn), Memory())
+    for build in BUILDS:
+        quick = express.make_quick_check(spec, _caps(build), Memory())
         if quick is None:
-            event(f"quick check, onednn={onednn}: none for {case.op}")
+            event(f"quick check, build={build}: none for {case.op}")
             continue
         # when the quick check clears it (the lane lets nothing raise: neither may this)
         cleared = quick(call.input, call.filter, call.padding, call.strides)
-        event(f"quick check, onednn={onednn}: {'cleared' if cleared else 'not cleared'}")
+        event(f"quick check, build={build}: {'cleared' if cleared else 'not cleared'}")
         # then no rule calls it unsafe on that build
         if cleared:
-            unsafe = _unsafe(call, onednn)
-            assert not unsafe, f"quick check cleared an unsafe call (onednn={onednn}): {unsafe}"
+            unsafe = _unsafe(call, build)
+            assert not unsafe, f"quick check cleared an unsafe call (build={build}): {unsafe}"
 
 
-@pytest.mark.parametrize("onednn", BUILDS)
-def test_both_checks_clear_a_healthy_call_so_the_property_is_not_vacuous(onednn: bool) -> None:
+@pytest.mark.parametrize("build", BUILDS, ids=str)
+def test_both_checks_clear_a_healthy_call_so_the_property_is_not_vacuous(build: Build) -> None:
     # given a healthy conv2d call that no rule objects to, with convfix on (the quick
     # check clears nothing while it is off)
     assert runtime.flags.fast or runtime.checking()
     case = _float32("conv2d", (1, 5, 5, 3), (3, 3, 3, 2), **SAME1)
     args, kwargs = case.arguments()
     call = _bind(case, args, kwargs)
-    assert guard.inspect(call, onednn) == []
-    caps = _caps(onednn)
+    assert guard.inspect(call, build) == []
+    caps = _caps(build)
     fast = make_fast_check(V2_SPECS["conv2d"], case.function, caps, FilterShapes(caps), Memory())
     quick = express.make_quick_check(V2_SPECS["conv2d"], caps, Memory())
     # when either check looks at it, then it clears it

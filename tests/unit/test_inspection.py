@@ -14,6 +14,7 @@ from convfix.geometry import static_shape
 from convfix.guard import inspect, rules
 from convfix.ops import V1_SPECS, V2_SPECS
 from convfix.sweep import reference as ref
+from tests.unit.builds import build
 from tests.unit.standins import bind, tensor, unknown_rank
 
 ONEDNN = pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "no_onednn"])
@@ -21,7 +22,7 @@ PROPERTY = settings(max_examples=300, deadline=None)
 
 
 def reasons(call: Call, onednn: bool) -> list[str]:
-    return [p.reason for p in inspect(call, onednn)]
+    return [p.reason for p in inspect(call, build(onednn))]
 
 
 # --- order -------------------------------------------------------------------------------
@@ -30,7 +31,7 @@ def reasons(call: Call, onednn: bool) -> list[str]:
 @ONEDNN
 def test_a_healthy_call_has_no_problems(onednn: bool) -> None:
     call = bind("conv2d", tensor(2, 8, 8, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    assert inspect(call, onednn) == []
+    assert inspect(call, build(onednn)) == []
 
 
 @ONEDNN
@@ -39,14 +40,14 @@ def test_rank_comes_before_strided_dilation(onednn: bool) -> None:
     x, f = tensor(9, 9, 3), tensor(3, 3, 3, 2)
     call = bind("depthwise_conv2d", x, f, [1, 2, 2, 1], "SAME", dilations=[2, 2])
     # then only the rank is reported (each rule assumes the ones before held)
-    assert reasons(call, onednn) == ["missing_batch_dim"]
+    assert reasons(call, build(onednn)) == ["missing_batch_dim"]
 
 
 @ONEDNN
 def test_strided_dilation_is_found_on_both_builds(onednn: bool) -> None:
     x, f = tensor(1, 9, 9, 3), tensor(3, 3, 3, 2)
     call = bind("depthwise_conv2d", x, f, [1, 2, 2, 1], "SAME", dilations=[2, 2])
-    (problem,) = inspect(call, onednn)
+    (problem,) = inspect(call, build(onednn))
     assert (problem.reason, problem.owner, problem.hazard) == (
         "strided_dilation",
         "guard",
@@ -59,7 +60,7 @@ def test_strided_dilation_comes_before_the_kernel_fit(onednn: bool) -> None:
     # given strided dilation and a dilated kernel larger than a VALID input
     x, f = tensor(1, 3, 3, 3), tensor(3, 3, 3, 2)
     call = bind("depthwise_conv2d", x, f, [1, 2, 2, 1], "VALID", dilations=[2, 2])
-    assert reasons(call, onednn) == ["strided_dilation"]
+    assert reasons(call, build(onednn)) == ["strided_dilation"]
 
 
 @ONEDNN
@@ -67,7 +68,7 @@ def test_transposes_get_the_rank_check_only(onednn: bool) -> None:
     # given a transpose whose input is empty and smaller than its VALID kernel
     x, f = tensor(0, 2, 2, 4), tensor(3, 3, 3, 4)
     call = bind("conv2d_transpose", x, f, [0, 4, 4, 3], 1, "VALID")
-    assert inspect(call, onednn) == []
+    assert inspect(call, build(onednn)) == []
 
 
 def test_transposes_are_rank_checked() -> None:
@@ -79,26 +80,26 @@ def test_transposes_are_rank_checked() -> None:
 def test_a_filter_of_the_wrong_rank_is_left_to_tensorflow(onednn: bool) -> None:
     # given a 2-d op with a 3-d filter larger than the VALID input
     call = bind("conv2d", tensor(1, 2, 2, 3), tensor(3, 3, 3, 3, 4), 1, "VALID")
-    assert inspect(call, onednn) == []
+    assert inspect(call, build(onednn)) == []
 
 
 @ONEDNN
 def test_an_unknown_filter_shape_is_left_to_tensorflow(onednn: bool) -> None:
     call = bind("conv2d", tensor(1, 2, 2, 3), unknown_rank(), 1, "VALID")
-    assert inspect(call, onednn) == []
+    assert inspect(call, build(onednn)) == []
 
 
 @ONEDNN
 def test_an_input_of_unknown_rank_is_left_to_tensorflow(onednn: bool) -> None:
     call = bind("conv2d", unknown_rank(), tensor(3, 3, 3, 4), 1, "VALID")
-    assert inspect(call, onednn) == []
+    assert inspect(call, build(onednn)) == []
 
 
 @ONEDNN
 def test_convolution_of_more_than_three_spatial_dims_is_left_to_tensorflow(onednn: bool) -> None:
     # given tf.nn.convolution with a 4-d filter (no such kernel: TensorFlow says so)
     call = bind("convolution", tensor(1, 2, 2, 2, 2, 1), tensor(3, 3, 3, 3, 1, 1))
-    assert inspect(call, onednn) == []
+    assert inspect(call, build(onednn)) == []
 
 
 def test_convolution_takes_its_spatial_rank_from_the_filter() -> None:
@@ -119,7 +120,7 @@ def test_dilated_kernel_past_input_comes_before_the_empty_input() -> None:
 def test_kernel_fit_comes_before_the_empty_input(onednn: bool) -> None:
     # given a VALID kernel larger than an input with an empty batch
     call = bind("conv2d", tensor(0, 2, 2, 3), tensor(3, 3, 3, 4), 1, "VALID")
-    assert reasons(call, onednn) == ["kernel_larger_than_input"]
+    assert reasons(call, build(onednn)) == ["kernel_larger_than_input"]
 
 
 def test_empty_input_comes_before_misanswered_windows() -> None:
@@ -131,7 +132,7 @@ def test_empty_input_comes_before_misanswered_windows() -> None:
 @ONEDNN
 def test_misanswered_windows_are_checked_last(onednn: bool) -> None:
     call = bind("conv3d", tensor(1, 7, 1, 1, 8), tensor(1, 1, 1, 8, 4), [1, 4, 1, 1, 1], "SAME")
-    assert reasons(call, onednn) == ["negative_same_padding"]
+    assert reasons(call, build(onednn)) == ["negative_same_padding"]
 
 
 # --- properties over drawn calls ---------------------------------------------------------
@@ -209,7 +210,7 @@ def calls(draw: st.DrawFn) -> Call:
 @given(call=calls(), onednn=st.booleans())
 def test_every_problem_has_its_documented_owner_and_hazard(call: Call, onednn: bool) -> None:
     # when the guard inspects any call
-    problems = inspect(call, onednn)
+    problems = inspect(call, build(onednn))
     # then it finds at most one problem, owned and classed as rules.py documents
     assert len(problems) <= 1
     for problem in problems:
@@ -223,7 +224,7 @@ def test_every_problem_has_its_documented_owner_and_hazard(call: Call, onednn: b
 @given(call=calls())
 def test_without_onednn_only_what_every_build_gets_wrong_is_unsafe(call: Call) -> None:
     # when the guard inspects a call for a build without oneDNN
-    unsafe = [p.reason for p in inspect(call, False) if p.unsafe]
+    unsafe = [p.reason for p in inspect(call, build(False)) if p.unsafe]
     # then only the calls TensorFlow answers wrongly (or crashes on) everywhere are unsafe
     assert set(unsafe) <= {"strided_dilation", "negative_same_padding", "empty_input"}
 
@@ -279,6 +280,6 @@ def test_kernel_fit_is_exactly_where_the_reference_has_no_output(
     )
     x, f = static_shape(call.input), static_shape(call.filter)
     assert x is not None and f is not None
-    found = rules.kernel_larger_than_input(call, x, f, spatial, onednn)
+    found = rules.kernel_larger_than_input(call, x, f, spatial, build(onednn))
     # then the kernel does not fit exactly where the definition has no output position
     assert (found is not None) is empty_answer

@@ -16,6 +16,7 @@ from convfix.call import Call, Problem
 from convfix.geometry import Shape, static_shape, windows_of
 from convfix.guard import rules
 from convfix.guard.inspection import inspect
+from tests.unit.builds import build
 from tests.unit.standins import Tensor, bind, tensor, unknown_rank
 from tests.unit.test_inspection import calls
 
@@ -48,7 +49,7 @@ def test_input_one_rank_short_is_a_missing_batch_dim(onednn: bool, hazard: str) 
     # given a conv2d input with no batch dim
     call = bind("conv2d", tensor(5, 5, 3), tensor(3, 3, 3, 4), 1, "SAME")
     # when the rank rule reads it
-    problem = rules.input_rank(call, [5, 5, 3], 2, onednn)
+    problem = rules.input_rank(call, [5, 5, 3], 2, build(onednn))
     # then batch_dim owns it; oneDNN aborts on it, TensorFlow otherwise refuses it itself
     assert verdict(problem) == ("missing_batch_dim", "batch_dim", hazard)
     assert problem is not None and problem.before == {"input_shape": [5, 5, 3]}
@@ -57,7 +58,7 @@ def test_input_one_rank_short_is_a_missing_batch_dim(onednn: bool, hazard: str) 
 @by_build("abort", "answered")
 def test_input_two_ranks_short_is_a_bad_rank_for_the_guard(onednn: bool, hazard: str) -> None:
     call = bind("conv2d", tensor(5, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    problem = rules.input_rank(call, [5, 3], 2, onednn)
+    problem = rules.input_rank(call, [5, 3], 2, build(onednn))
     assert verdict(problem) == ("bad_input_rank", "guard", hazard)
 
 
@@ -66,7 +67,7 @@ def test_input_rank_above_an_op_without_batch_folding_is_bad(onednn: bool, hazar
     # given depthwise_conv2d (which does not fold leading batch dims) on a rank-5 input
     call = bind("depthwise_conv2d", tensor(2, 1, 5, 5, 3), tensor(3, 3, 3, 2), [1] * 4, "SAME")
     # then oneDNN answers it wrongly, TensorFlow otherwise refuses it itself
-    problem = rules.input_rank(call, [2, 1, 5, 5, 3], 2, onednn)
+    problem = rules.input_rank(call, [2, 1, 5, 5, 3], 2, build(onednn))
     assert verdict(problem) == ("bad_input_rank", "guard", hazard)
 
 
@@ -74,7 +75,7 @@ def test_input_rank_above_an_op_without_batch_folding_is_bad(onednn: bool, hazar
 def test_extra_batch_dims_are_fine_for_ops_that_fold_them(onednn: bool) -> None:
     # given conv2d, which folds leading batch dims itself, on a rank-5 input
     call = bind("conv2d", tensor(2, 1, 5, 5, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    assert rules.input_rank(call, [2, 1, 5, 5, 3], 2, onednn) is None
+    assert rules.input_rank(call, [2, 1, 5, 5, 3], 2, build(onednn)) is None
 
 
 @ONEDNN
@@ -82,20 +83,20 @@ def test_extra_batch_dims_are_bad_for_compat_v1_conv3d(onednn: bool) -> None:
     # given compat.v1.conv3d, whose row does not fold batch dims, on a rank-6 input
     x = tensor(2, 1, 4, 4, 4, 3)
     call = bind("conv3d", x, tensor(3, 3, 3, 3, 4), [1] * 5, "SAME", v1=True)
-    problem = rules.input_rank(call, [2, 1, 4, 4, 4, 3], 3, onednn)
+    problem = rules.input_rank(call, [2, 1, 4, 4, 4, 3], 3, build(onednn))
     assert problem is not None and problem.reason == "bad_input_rank"
 
 
 @ONEDNN
 def test_input_of_the_exact_rank_is_fine(onednn: bool) -> None:
     call = bind("conv1d", tensor(1, 8, 3), tensor(3, 3, 4), 1, "SAME")
-    assert rules.input_rank(call, [1, 8, 3], 1, onednn) is None
+    assert rules.input_rank(call, [1, 8, 3], 1, build(onednn)) is None
 
 
 def test_rank_message_names_the_channels_first_layout_given() -> None:
     # given a channels-first call one rank short
     call = bind("conv2d", tensor(3, 5, 5), tensor(3, 3, 3, 4), 1, "SAME", data_format="NCHW")
-    problem = rules.input_rank(call, [3, 5, 5], 2, True)
+    problem = rules.input_rank(call, [3, 5, 5], 2, build(True))
     # then the message names the rank and layout it needs
     assert problem is not None
     assert "rank 4 (NCHW)" in problem.message
@@ -103,7 +104,7 @@ def test_rank_message_names_the_channels_first_layout_given() -> None:
 
 def test_rank_message_names_tensorflows_layout_for_channels_last() -> None:
     call = bind("convolution", tensor(8, 3), tensor(3, 3, 4))
-    problem = rules.input_rank(call, [8, 3], 1, True)
+    problem = rules.input_rank(call, [8, 3], 1, build(True))
     assert problem is not None
     assert "convolution: input has shape [8, 3]" in problem.message
     assert "rank 3 (NWC)" in problem.message
@@ -119,7 +120,7 @@ def test_depthwise_strides_with_dilations_are_garbage_for_the_guard(name: str) -
     operands = (tensor(3, 3, 3, 2), tensor(1, 1, 6, 4))[: 2 if name == "separable_conv2d" else 1]
     call = bind(name, x, *operands, [1, 2, 2, 1], "SAME", dilations=[2, 2])
     # when the rule reads it (it needs no build: TF answers wrong values on every one)
-    problem = rules.strided_dilation(call, 2, [1, 9, 9, 3])
+    problem = rules.strided_dilation(call, 2, [1, 9, 9, 3], build(True))
     # then the guard owns it, with the per-spatial values
     assert verdict(problem) == ("strided_dilation", "guard", "garbage")
     assert problem is not None
@@ -130,7 +131,7 @@ def test_compat_v1_rate_counts_as_dilation() -> None:
     # given compat.v1 depthwise_conv2d with rate= (its name for dilations)
     x, f = tensor(1, 9, 9, 3), tensor(3, 3, 3, 2)
     call = bind("depthwise_conv2d", x, f, [1, 2, 2, 1], "SAME", rate=[2, 2], v1=True)
-    problem = rules.strided_dilation(call, 2, [1, 9, 9, 3])
+    problem = rules.strided_dilation(call, 2, [1, 9, 9, 3], build(True))
     assert problem is not None and problem.before["dilations"] == [2, 2]
 
 
@@ -138,7 +139,7 @@ def test_channels_first_strides_are_read_from_the_spatial_dims() -> None:
     # given NCHW strides [1, 1, 2, 2] (the spatial ones are the last two)
     x, f = tensor(1, 3, 9, 9), tensor(3, 3, 3, 2)
     call = bind("depthwise_conv2d", x, f, [1, 1, 2, 2], "SAME", "NCHW", [2, 2])
-    problem = rules.strided_dilation(call, 2, [1, 3, 9, 9])
+    problem = rules.strided_dilation(call, 2, [1, 3, 9, 9], build(True))
     assert problem is not None and problem.before["strides"] == [2, 2]
 
 
@@ -150,18 +151,18 @@ def test_channels_first_strides_are_read_from_the_spatial_dims() -> None:
 def test_strides_or_dilations_alone_are_fine(strides: list[int], dilations: Any) -> None:
     call = bind("depthwise_conv2d", tensor(1, 9, 9, 3), tensor(3, 3, 3, 2), strides, "SAME")
     call = call.replace(dilations=dilations)
-    assert rules.strided_dilation(call, 2, [1, 9, 9, 3]) is None
+    assert rules.strided_dilation(call, 2, [1, 9, 9, 3], build(True)) is None
 
 
 def test_plain_convolutions_with_strides_and_dilations_are_not_this_rules() -> None:
     # given conv2d with both (TensorFlow raises its own error for it)
     call = bind("conv2d", tensor(1, 9, 9, 3), tensor(3, 3, 3, 4), 2, "SAME", dilations=2)
-    assert rules.strided_dilation(call, 2, [1, 9, 9, 3]) is None
+    assert rules.strided_dilation(call, 2, [1, 9, 9, 3], build(True)) is None
 
 
 def test_unreadable_strides_leave_the_rule_silent() -> None:
     call = bind("depthwise_conv2d", tensor(1, 9, 9, 3), tensor(3, 3, 3, 2), "2", "SAME")
-    assert rules.strided_dilation(call.replace(dilations=2), 2, [1, 9, 9, 3]) is None
+    assert rules.strided_dilation(call.replace(dilations=2), 2, [1, 9, 9, 3], build(True)) is None
 
 
 # --- dilated_kernel_past_input -----------------------------------------------------------
@@ -178,7 +179,7 @@ def test_same_dilated_kernel_longer_than_a_conv3d_input_aborts_on_onednn(onednn:
     # given conv3d, SAME, a dilated kernel (5) longer than the input (4)
     call = conv3d_dilated()
     # when the rule reads it on either build
-    problem = rules.dilated_kernel_past_input(call, 3, *shapes(call), onednn)
+    problem = rules.dilated_kernel_past_input(call, 3, *shapes(call), build(onednn))
     # then oneDNN's Conv3D corrupts the heap: the guard refuses; elsewhere nothing to do
     expected = ("dilated_kernel_past_input", "guard", "abort") if onednn else None
     assert verdict(problem) == expected
@@ -186,38 +187,38 @@ def test_same_dilated_kernel_longer_than_a_conv3d_input_aborts_on_onednn(onednn:
 
 def test_compat_v1_conv3d_runs_the_same_kernel() -> None:
     call = conv3d_dilated(v1=True)
-    problem = rules.dilated_kernel_past_input(call, 3, *shapes(call), True)
+    problem = rules.dilated_kernel_past_input(call, 3, *shapes(call), build(True))
     assert verdict(problem) == ("dilated_kernel_past_input", "guard", "abort")
 
 
 def test_lower_case_same_is_read_as_same() -> None:
     call = conv3d_dilated(padding="same")
-    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), True) is not None
+    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), build(True)) is not None
 
 
 def test_valid_padding_is_not_this_rules() -> None:
     call = conv3d_dilated(padding="VALID")
-    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), True) is None
+    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), build(True)) is None
 
 
 def test_undilated_kernel_longer_than_the_input_is_not_this_rules() -> None:
     # given a plain kernel 5 on input 4 with SAME padding
     call = bind("conv3d", tensor(1, 4, 4, 4, 1), tensor(5, 5, 5, 1, 2), [1] * 5, "SAME")
-    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), True) is None
+    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), build(True)) is None
 
 
 def test_dilated_kernel_that_fits_is_fine() -> None:
     # given reach 5 on a 5x5x5 input
     call = bind("conv3d", tensor(1, 5, 5, 5, 1), tensor(3, 3, 3, 1, 2), [1] * 5, "SAME")
     call = call.replace(dilations=2)
-    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), True) is None
+    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), build(True)) is None
 
 
 def test_only_dilated_dimensions_count() -> None:
     # given a kernel longer than the input only in the undilated depth dimension
     x, f = tensor(1, 2, 9, 9, 1), tensor(3, 3, 3, 1, 2)
     call = bind("conv3d", x, f, [1] * 5, "SAME", dilations=[1, 1, 2, 2, 1])
-    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), True) is None
+    assert rules.dilated_kernel_past_input(call, 3, *shapes(call), build(True)) is None
 
 
 @pytest.mark.parametrize(
@@ -231,7 +232,7 @@ def test_ops_other_than_conv3d_are_not_this_rules(name: str, x: Any, f: Any) -> 
     # given tf.nn.convolution (dilates another way) or a 2-d op, SAME and dilated past input
     call = bind(name, x, f, padding="SAME", dilations=2, strides=1)
     spatial = len(shapes(call)[1]) - 2
-    assert rules.dilated_kernel_past_input(call, spatial, *shapes(call), True) is None
+    assert rules.dilated_kernel_past_input(call, spatial, *shapes(call), build(True)) is None
 
 
 # --- kernel_larger_than_input ------------------------------------------------------------
@@ -244,7 +245,7 @@ def test_valid_kernel_larger_than_the_input_is_for_the_padding_policy(
     # given a 3x3 kernel, VALID, on a 2x2 input
     call = bind("conv2d", tensor(1, 2, 2, 3), tensor(3, 3, 3, 4), 1, "VALID")
     # when the rule reads it
-    problem = rules.kernel_larger_than_input(call, *shapes(call), 2, onednn)
+    problem = rules.kernel_larger_than_input(call, *shapes(call), 2, build(onednn))
     # then the padding policy owns it; oneDNN answers the wrong shape, TF otherwise answers
     assert verdict(problem) == ("kernel_larger_than_input", "padding", hazard)
     assert problem is not None
@@ -259,7 +260,7 @@ def test_valid_kernel_larger_than_the_input_is_for_the_padding_policy(
 def test_a_dilated_kernel_is_measured_dilated(onednn: bool) -> None:
     # given kernel 2 dilated by 3 (reach 4) on a 3x3 input
     call = bind("conv2d", tensor(1, 3, 3, 1), tensor(2, 2, 1, 1), 1, "VALID", dilations=3)
-    problem = rules.kernel_larger_than_input(call, *shapes(call), 2, onednn)
+    problem = rules.kernel_larger_than_input(call, *shapes(call), 2, build(onednn))
     assert problem is not None
     assert "dilated kernel [4, 4]" in problem.message
 
@@ -269,7 +270,7 @@ def test_explicit_pads_too_small_to_fit_the_kernel(onednn: bool, hazard: str) ->
     # given a 5x5 kernel on 2x2 input padded by one each side (4x4)
     padding = [[0, 0], [1, 1], [1, 1], [0, 0]]
     call = bind("conv2d", tensor(1, 2, 2, 1), tensor(5, 5, 1, 1), 1, padding)
-    problem = rules.kernel_larger_than_input(call, *shapes(call), 2, onednn)
+    problem = rules.kernel_larger_than_input(call, *shapes(call), 2, build(onednn))
     assert verdict(problem) == ("kernel_larger_than_input", "padding", hazard)
     assert problem is not None and problem.before["padding"] == str(padding)
 
@@ -278,14 +279,14 @@ def test_explicit_pads_too_small_to_fit_the_kernel(onednn: bool, hazard: str) ->
 def test_explicit_pads_that_make_the_kernel_fit_are_fine(onednn: bool) -> None:
     padding = [[0, 0], [1, 1], [1, 1], [0, 0]]
     call = bind("conv2d", tensor(1, 2, 2, 1), tensor(3, 3, 1, 1), 1, padding)
-    assert rules.kernel_larger_than_input(call, *shapes(call), 2, onednn) is None
+    assert rules.kernel_larger_than_input(call, *shapes(call), 2, build(onednn)) is None
 
 
 @ONEDNN
 def test_channels_first_sizes_are_the_trailing_dims(onednn: bool) -> None:
     # given NCHW input [1, 8, 2, 2]: spatial 2x2, 8 channels
     call = bind("conv2d", tensor(1, 8, 2, 2), tensor(3, 3, 8, 1), 1, "VALID", "NCHW")
-    assert rules.kernel_larger_than_input(call, *shapes(call), 2, onednn) is not None
+    assert rules.kernel_larger_than_input(call, *shapes(call), 2, build(onednn)) is not None
 
 
 @ONEDNN
@@ -300,12 +301,12 @@ def test_channels_first_sizes_are_the_trailing_dims(onednn: bool) -> None:
 )
 def test_kernel_that_fits_or_cannot_be_judged_is_fine(onednn: bool, x: Any, padding: str) -> None:
     call = bind("conv2d", x, tensor(3, 3, 1, 1), 1, padding)
-    assert rules.kernel_larger_than_input(call, *shapes(call), 2, onednn) is None
+    assert rules.kernel_larger_than_input(call, *shapes(call), 2, build(onednn)) is None
 
 
 def test_lower_case_valid_is_read_as_valid() -> None:
     call = bind("conv2d", tensor(1, 2, 2, 3), tensor(3, 3, 3, 4), 1, "valid")
-    assert rules.kernel_larger_than_input(call, *shapes(call), 2, True) is not None
+    assert rules.kernel_larger_than_input(call, *shapes(call), 2, build(True)) is not None
 
 
 # --- empty_input -------------------------------------------------------------------------
@@ -321,7 +322,7 @@ def test_empty_input_is_answered_by_the_guard_on_onednn(onednn: bool, x: Any) ->
     # given an input with a zero-sized dimension
     call = bind("conv2d", x, tensor(3, 3, 3, 4), 1, "SAME")
     # when the rule reads it
-    problem = rules.empty_input(call, shapes(call)[0], onednn)
+    problem = rules.empty_input(call, shapes(call)[0], build(onednn))
     # then with oneDNN the guard answers it (oneDNN answers the wrong channel count)
     assert verdict(problem) == (("empty_input", "guard", "garbage") if onednn else None)
 
@@ -329,18 +330,18 @@ def test_empty_input_is_answered_by_the_guard_on_onednn(onednn: bool, x: Any) ->
 @ONEDNN
 def test_input_with_elements_is_not_empty(onednn: bool) -> None:
     call = bind("conv2d", tensor(1, 1, 1, 1), tensor(3, 3, 1, 4), 1, "SAME")
-    assert rules.empty_input(call, [1, 1, 1, 1], onednn) is None
+    assert rules.empty_input(call, [1, 1, 1, 1], build(onednn)) is None
 
 
 @ONEDNN
 def test_unknown_sizes_are_not_empty_before_run_time(onednn: bool) -> None:
     call = bind("conv2d", tensor(None, 5, 5, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    assert rules.empty_input(call, [None, 5, 5, 3], onednn) is None
+    assert rules.empty_input(call, [None, 5, 5, 3], build(onednn)) is None
 
 
 def test_empty_inputs_are_unsafe_only_on_onednn() -> None:
-    assert rules.empty_input_unsafe(True)
-    assert not rules.empty_input_unsafe(False)
+    assert rules.empty_input_unsafe(build(True))
+    assert not rules.empty_input_unsafe(build(False))
 
 
 # --- windows / misanswered ---------------------------------------------------------------
@@ -367,13 +368,13 @@ def test_same_windows_shifted_two_or_more_are_negative_same_padding(onednn: bool
     # given conv3d SAME, size 7, kernel 1, stride 4: padding total -2
     dims = line(7, 1, 4)
     # then either build answers wrong values (outside oneDNN's dtypes on a oneDNN build)
-    found = rules.misanswered("conv", 3, "SAME", 8, 4, dims, onednn)
+    found = rules.misanswered("conv", 3, "SAME", 8, 4, dims, build(onednn))
     assert found == "negative_same_padding"
 
 
 @ONEDNN
 def test_same_padding_total_of_minus_one_shifts_nothing(onednn: bool) -> None:
-    assert rules.misanswered("conv", 3, "SAME", 8, 4, line(6, 1, 4), onednn) is None
+    assert rules.misanswered("conv", 3, "SAME", 8, 4, line(6, 1, 4), build(onednn)) is None
 
 
 @ONEDNN
@@ -386,7 +387,7 @@ def test_negative_same_padding_is_conv3d_same_only(
     onednn: bool, kind: str, spatial: int, padding: str
 ) -> None:
     # given geometry that would shift conv3d's SAME windows, on another op or padding
-    found = rules.misanswered(kind, spatial, padding, 8, 1, line(7, 1, 4), onednn)
+    found = rules.misanswered(kind, spatial, padding, 8, 1, line(7, 1, 4), build(onednn))
     assert found is None
 
 
@@ -395,18 +396,20 @@ def test_one_channel_strided_single_window_is_misanswered_on_onednn(onednn: bool
     # given a one-channel input, size 3, kernel 3, stride 2, VALID: one strided window
     dims = line(3, 3, 2, "VALID")
     # then oneDNN leaves parts of the answer unwritten; the other build is right
-    found = rules.misanswered("conv", 3, "VALID", 1, 4, dims, onednn)
+    found = rules.misanswered("conv", 3, "VALID", 1, 4, dims, build(onednn))
     assert found == ("single_window_one_channel" if onednn else None)
 
 
 def test_one_channel_single_window_reaching_into_padding_is_misanswered() -> None:
     # given size 1, kernel 3, stride 1, SAME: one window padded each side
-    assert rules.misanswered("conv", 3, "SAME", 1, 4, line(1, 3, 1), True) is not None
+    assert rules.misanswered("conv", 3, "SAME", 1, 4, line(1, 3, 1), build(True)) is not None
 
 
 @ONEDNN
 def test_more_than_one_input_channel_is_answered_right(onednn: bool) -> None:
-    assert rules.misanswered("conv", 3, "VALID", 2, 4, line(3, 3, 2, "VALID"), onednn) is None
+    assert (
+        rules.misanswered("conv", 3, "VALID", 2, 4, line(3, 3, 2, "VALID"), build(onednn)) is None
+    )
 
 
 @pytest.mark.parametrize(("multiplier", "found"), [(2, "single_window_one_channel"), (1, None)])
@@ -414,21 +417,24 @@ def test_depthwise_needs_a_channel_multiplier_of_two_or_more(multiplier: int, fo
     # given a depthwise single strided window (each group has one input channel)
     dims = windows_of([3, 3], [3, 3], 2, 1, "VALID", 2, True) or []
     # then only a multiplier of 2 or more is misanswered (measured: 1 is right)
-    assert rules.misanswered("depthwise", 2, "VALID", 5, multiplier, dims, True) == found
+    assert rules.misanswered("depthwise", 2, "VALID", 5, multiplier, dims, build(True)) == found
 
 
 def test_depthwise_with_another_strided_dimension_is_answered_right() -> None:
     # given a single window in height, several strided windows in width
     dims = windows_of([3, 9], [3, 3], 2, 1, "VALID", 2, True) or []
-    assert rules.misanswered("separable", 2, "VALID", 5, 2, dims, True) is None
+    assert rules.misanswered("separable", 2, "VALID", 5, 2, dims, build(True)) is None
 
 
 def test_a_kernel_of_one_is_never_a_single_window_problem() -> None:
-    assert rules.misanswered("conv", 3, "VALID", 1, 4, line(2, 1, 2, "VALID"), True) is None
+    assert rules.misanswered("conv", 3, "VALID", 1, 4, line(2, 1, 2, "VALID"), build(True)) is None
 
 
 def test_transposes_are_never_single_window_problems() -> None:
-    assert rules.misanswered("transpose", 3, "VALID", 1, 4, line(3, 3, 2, "VALID"), True) is None
+    assert (
+        rules.misanswered("transpose", 3, "VALID", 1, 4, line(3, 3, 2, "VALID"), build(True))
+        is None
+    )
 
 
 # --- misanswered_windows -----------------------------------------------------------------
@@ -440,7 +446,7 @@ def test_conv3d_same_windows_shifted_are_for_the_padding_policy(onednn: bool) ->
     x, f = tensor(1, 7, 1, 1, 8), tensor(1, 1, 1, 8, 4)
     call = bind("conv3d", x, f, [1, 4, 1, 1, 1], "SAME")
     # when the rule reads it
-    problem = rules.misanswered_windows(call, *shapes(call), 3, onednn)
+    problem = rules.misanswered_windows(call, *shapes(call), 3, build(onednn))
     # then the padding policy owns it (garbage on either build), and the message says so
     assert verdict(problem) == ("negative_same_padding", "padding", "garbage")
     assert problem is not None
@@ -456,7 +462,7 @@ def test_conv3d_same_windows_shifted_are_for_the_padding_policy(onednn: bool) ->
 def test_one_channel_single_window_is_for_the_padding_policy_on_onednn(onednn: bool) -> None:
     # given a one-channel conv2d whose width has one window, stride 2
     call = bind("conv2d", tensor(2, 6, 3, 1), tensor(3, 3, 1, 4), [1, 1, 2, 1], "VALID")
-    problem = rules.misanswered_windows(call, *shapes(call), 2, onednn)
+    problem = rules.misanswered_windows(call, *shapes(call), 2, build(onednn))
     expected = ("single_window_one_channel", "padding", "garbage") if onednn else None
     assert verdict(problem) == expected
 
@@ -464,14 +470,14 @@ def test_one_channel_single_window_is_for_the_padding_policy_on_onednn(onednn: b
 def test_channels_are_read_where_the_layout_puts_them() -> None:
     # given NCHW: one channel in dim 1, although the last dim is 3
     call = bind("conv2d", tensor(2, 1, 6, 3), tensor(3, 3, 1, 4), [1, 1, 1, 2], "VALID", "NCHW")
-    problem = rules.misanswered_windows(call, *shapes(call), 2, True)
+    problem = rules.misanswered_windows(call, *shapes(call), 2, build(True))
     assert problem is not None and problem.reason == "single_window_one_channel"
 
 
 @ONEDNN
 def test_windows_with_unknown_sizes_are_not_judged(onednn: bool) -> None:
     call = bind("conv2d", tensor(2, None, None, 1), tensor(3, 3, 1, 4), 2, "VALID")
-    assert rules.misanswered_windows(call, *shapes(call), 2, onednn) is None
+    assert rules.misanswered_windows(call, *shapes(call), 2, build(onednn)) is None
 
 
 # --- needs_run_time_check ----------------------------------------------------------------
@@ -489,7 +495,7 @@ def test_traced_call_with_unknown_sizes_is_checked_at_run_time_on_onednn(onednn:
     # given a call traced with unknown batch and height
     call = traced(tensor(None, None, 5, 3))
     # then on oneDNN the empty-input and kernel-fit rules wait for the run
-    assert rules.needs_run_time_check(call, onednn) is onednn
+    assert rules.needs_run_time_check(call, build(onednn)) is onednn
 
 
 @pytest.mark.parametrize(
@@ -504,7 +510,7 @@ def test_traced_call_with_unknown_sizes_is_checked_at_run_time_on_onednn(onednn:
     ],
 )
 def test_other_calls_need_no_run_time_check(call: Call) -> None:
-    assert not rules.needs_run_time_check(call, True)
+    assert not rules.needs_run_time_check(call, build(True))
 
 
 # --- plainly_safe ------------------------------------------------------------------------
@@ -513,7 +519,7 @@ def test_other_calls_need_no_run_time_check(call: Call) -> None:
 def test_without_onednn_a_call_of_the_wrong_rank_is_plainly_safe() -> None:
     # given a call of the wrong rank, then TensorFlow without oneDNN refuses it itself
     call = bind("conv2d", tensor(5, 3), tensor(3, 3, 3, 4), 1, "VALID")
-    assert rules.plainly_safe(call, False)
+    assert rules.plainly_safe(call, build(False))
 
 
 @pytest.mark.parametrize("onednn", [False, True])
@@ -535,19 +541,19 @@ def test_a_strided_or_dilated_call_is_never_plainly_safe(
     op: str, x: tuple[int, ...], f: tuple[int, ...], strides: Any, dilations: Any, onednn: bool
 ) -> None:
     call = bind(op, tensor(*x), tensor(*f), strides, "SAME", dilations=dilations)
-    assert not rules.plainly_safe(call, onednn)
+    assert not rules.plainly_safe(call, build(onednn))
 
 
 @given(call=calls(), onednn=st.booleans())
 def test_what_is_plainly_safe_no_rule_calls_unsafe(call: Call, onednn: bool) -> None:
-    if rules.plainly_safe(call, onednn):
-        assert not [p.reason for p in inspect(call, onednn) if p.unsafe]
+    if rules.plainly_safe(call, build(onednn)):
+        assert not [p.reason for p in inspect(call, build(onednn)) if p.unsafe]
 
 
 @pytest.mark.parametrize("onednn", [False, True])
 def test_a_healthy_call_is_plainly_safe(onednn: bool) -> None:
     call = bind("conv2d", tensor(2, 8, 8, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    assert rules.plainly_safe(call, onednn)
+    assert rules.plainly_safe(call, build(onednn))
 
 
 @pytest.mark.parametrize(
@@ -567,12 +573,12 @@ def test_plainly_safe_on_onednn_is_exact_rank_nothing_empty_and_a_fitting_kernel
     x: tuple[int | None, ...], f: tuple[int, ...], padding: str, dilations: Any, safe: bool
 ) -> None:
     call = bind("conv2d", tensor(*x), tensor(*f), 1, padding, dilations=dilations)
-    assert rules.plainly_safe(call, True) is safe
+    assert rules.plainly_safe(call, build(True)) is safe
 
 
 def test_an_unknown_rank_is_not_plainly_safe_on_onednn() -> None:
     call = bind("conv2d", unknown_rank(), tensor(3, 3, 3, 4), 1, "SAME")
-    assert not rules.plainly_safe(call, True)
+    assert not rules.plainly_safe(call, build(True))
 
 
 # --- empty_transpose_input -----------------------------------------------------------------
@@ -583,14 +589,14 @@ def test_a_3d_transpose_of_an_empty_input_is_an_abort_the_guard_answers(
     x: tuple[int, ...],
 ) -> None:
     call = bind("conv3d_transpose", tensor(*x), tensor(3, 3, 3, 2, 1), [1, 5, 2, 5, 2], 1)
-    found = rules.empty_transpose_input(call, list(x), 3)
+    found = rules.empty_transpose_input(call, list(x), 3, build(False))
     assert found is not None
     assert (found.reason, found.owner, found.hazard) == ("empty_input", "guard", "abort")
 
 
 def test_a_2d_transpose_of_an_empty_input_is_left_to_tensorflow() -> None:
     call = bind("conv2d_transpose", tensor(1, 0, 2, 1), tensor(3, 3, 2, 1), [1, 3, 4, 2], 1)
-    assert rules.empty_transpose_input(call, [1, 0, 2, 1], 2) is None
+    assert rules.empty_transpose_input(call, [1, 0, 2, 1], 2, build(True)) is None
 
 
 # --- single_window_bfloat16 ----------------------------------------------------------------
@@ -601,7 +607,9 @@ def test_a_strided_single_last_window_in_bfloat16_is_misanswered_on_onednn(chann
     # the hazard sweep's case: conv2d x [1, 6, 3, 3] bfloat16, SAME, strides [1, 1, 3, 1]
     x = Tensor((1, 6, 3, channels), "bfloat16")
     call = bind("conv2d", x, tensor(3, 4, channels, 3), [1, 1, 3, 1], "SAME")
-    found = rules.misanswered_windows(call, [1, 6, 3, channels], [3, 4, channels, 3], 2, True)
+    found = rules.misanswered_windows(
+        call, [1, 6, 3, channels], [3, 4, channels, 3], 2, build(True)
+    )
     assert found is not None
     assert (found.reason, found.owner, found.hazard) == (
         "single_window_bfloat16",
@@ -618,10 +626,10 @@ def test_the_same_geometry_is_right_in_other_dtypes_and_without_onednn(
 ) -> None:
     x = Tensor((1, 6, 3, 3), dtype)
     call = bind("conv2d", x, tensor(3, 4, 3, 3), [1, 1, 3, 1], "SAME")
-    assert rules.misanswered_windows(call, [1, 6, 3, 3], [3, 4, 3, 3], 2, onednn) is None
+    assert rules.misanswered_windows(call, [1, 6, 3, 3], [3, 4, 3, 3], 2, build(onednn)) is None
 
 
 def test_a_strided_single_window_that_is_not_the_last_dimension_is_left_alone() -> None:
     x = Tensor((1, 3, 6, 3), "bfloat16")
     call = bind("conv2d", x, tensor(4, 3, 3, 3), [1, 3, 1, 1], "SAME")
-    assert rules.misanswered_windows(call, [1, 3, 6, 3], [4, 3, 3, 3], 2, True) is None
+    assert rules.misanswered_windows(call, [1, 3, 6, 3], [4, 3, 3, 3], 2, build(True)) is None

@@ -114,3 +114,12 @@ def test_explicit_padding_smaller_than_the_kernel_is_never_a_padding_only_window
     assert (
         rules.misanswered_windows(call, [1, 5, 5, 2], [3, 3, 2, 4], 2, build(True, (2, 17))) is None
     )
+
+
+def test_the_readmes_hazard_table_lists_every_bug() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("**Hazards by build.**") :]
+    for bug in BUGS:
+        assert f"| `{bug.name}`" in table, bug.name

@@ -20,7 +20,7 @@ def inspect(call: Call, build: Build) -> list[Problem]:
     spatial = spatial_rank(call, f_shape, x_shape)
     if x_shape is None or spatial is None or spatial not in (1, 2, 3):
         return []  # unknown rank: TensorFlow validates at run time (see docs on graphs)
-    found = rules.input_rank(call, x_shape, spatial, build) or rules.strided_dilation(
+    found = rules.input_rank(call, x_shape, f_shape, spatial, build) or rules.strided_dilation(
         call, spatial, x_shape, build
     )
     if found is not None:

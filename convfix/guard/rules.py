@@ -68,23 +68,50 @@ from convfix.guard.build import Build
 from convfix.ops import default_data_format
 
 
-def input_rank(call: Call, x_shape: Shape, spatial: int, build: Build) -> Problem | None:
-    """An input one rank short (a missing batch dim: batch_dim's to repair), or of any other
-    rank the op does not take: oneDNN aborts on too few dims and answers too many wrongly."""
+def input_rank(
+    call: Call, x_shape: Shape, f_shape: Shape | None, spatial: int, build: Build
+) -> Problem | None:
+    """An input one rank short, or of any other rank the op does not take: oneDNN aborts on
+    too few dims and answers too many wrongly. One rank short is read the ways TensorFlow
+    would accept (``rank_short_readings``): as one example missing its batch (batch_dim's
+    to repair; ambiguous with another reading: refused), as a batch missing its channel
+    axis (a guess about the data's layout: the opt-in layout policy's), or not at all."""
     onednn = build.has("rank_aborts")
     bad_rank: Hazard = "abort" if onednn else "answered"
     wanted = spatial + 2
     rank = len(x_shape)
     layout = default_data_format(spatial) if call.channels_last() else call.format_name(spatial)
+    short = (
+        f"{call.spec.name}: input has shape {x_shape} (rank {rank}), one short of the rank "
+        f"{wanted} ({layout}) it needs"
+    )
     if rank == wanted - 1:
-        return Problem(
-            "missing_batch_dim",
-            "batch_dim",
-            bad_rank,
-            f"{call.spec.name}: input has shape {x_shape} (rank {rank}), one short of "
-            f"the rank {wanted} ({layout}) it needs",
-            {"input_shape": x_shape},
-        )
+        readings = rank_short_readings(call, x_shape, f_shape)
+        before: dict[str, object] = {"input_shape": x_shape}
+        if readings != ["batch"]:  # the plain case keeps its event as it always was
+            before["readings"] = readings
+        channels = x_shape[-1] if call.channels_last() else x_shape[0]
+        if readings == ["channel"]:
+            return Problem(
+                "missing_channel_dim",
+                "layout",
+                bad_rank,
+                f"{short}. With filter {f_shape} it reads only as a batch of one-channel "
+                f"examples missing their channel axis (as one example missing its batch, "
+                f"its {channels} channels do not fit the filter): pass input[..., None]",
+                before,
+            )
+        if not readings:
+            return Problem(
+                "bad_input_rank",
+                "guard",
+                bad_rank,
+                f"{short}, and no reading of it fits filter {f_shape}: as one example "
+                f"missing its batch, its {channels} channels do not fit the filter's "
+                f"{f_shape[-2] if f_shape else '?'} input channels (and output channels)",
+                before,
+            )
+        return Problem("missing_batch_dim", "batch_dim", bad_rank, short, before)
     if rank < wanted or (rank > wanted and not call.spec.extra_batch_dims):
         return Problem(
             "bad_input_rank",
@@ -95,6 +122,44 @@ def input_rank(call: Call, x_shape: Shape, spatial: int, build: Build) -> Proble
             {"input_shape": x_shape},
         )
     return None
+
+
+def rank_short_readings(call: Call, x_shape: Shape, f_shape: Shape | None) -> list[str]:
+    """How an input one rank short can be read so that TensorFlow takes every constraint
+    (input channels a multiple of the filter's, output channels a multiple of the groups):
+
+    - "batch": one example missing its batch dimension;
+    - "channel": a batch of one-channel examples missing their channel axis (channels-last
+      calls only; a last dimension of 1 is a channel, never a one-pixel-wide image);
+    - "batch_channels_first": one channels-first example of a channels-last call, missing
+      its batch (the layout policy's to transpose once the batch is added).
+
+    Where the filter's channels are not known, the batch reading is assumed (as before
+    convfix read channels at all); a transpose's output_shape names its batch: "batch"."""
+    if call.spec.kind == "transpose" or f_shape is None or len(f_shape) < 3:
+        return ["batch"]
+    f_in, f_out = f_shape[-2], f_shape[-1]
+    last = call.channels_last()
+    channels = x_shape[-1] if last else x_shape[0]
+    if f_in is None or f_out is None or channels is None:
+        return ["batch"]
+    grouped = call.spec.kind == "conv"
+
+    def takes(c: int | None) -> bool:
+        if c is None or c <= 0 or f_in <= 0:
+            return c is None
+        if not grouped:  # depthwise, separable: the filter names the channels exactly
+            return c == f_in
+        return c % f_in == 0 and f_out % (c // f_in) == 0
+
+    found = []
+    if takes(channels):
+        found.append("batch")
+    if last and f_in == 1 and (x_shape[-1] is None or x_shape[-1] > 1):
+        found.append("channel")
+    if not found and grouped and last and takes(x_shape[0]):
+        found.append("batch_channels_first")
+    return found
 
 
 def strided_dilation(call: Call, spatial: int, x_shape: Shape, build: Build) -> Problem | None:
@@ -416,3 +481,5 @@ def plainly_safe(call: Call, build: Build) -> bool:
     if x is None or len(x) != len(f) or None in x or None in f:
         return False
     return all(s >= k for s, k in zip(spatial_sizes(x, spatial, last), f[:spatial]))  # type: ignore[operator]
+
+

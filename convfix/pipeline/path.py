@@ -294,7 +294,12 @@ def _repair_and_run(
                 if problem.unsafe:
                     raise refusal(current, problem, policy, mode)
                 continue
-            repair = policy.apply(current, problem)
+            try:
+                repair = policy.apply(current, problem)
+            except ConvFixError as refused:  # the refusal event names this policy
+                if getattr(refused, "problem", None) is None:
+                    refused.problem = problem  # type: ignore[attr-defined]
+                raise
             repairs.append((problem, repair))
             current = repair.call
             if redetect:

@@ -6,9 +6,12 @@ policy does not repair is refused by the guard.
 
 An input one rank short could also be missing its *channel* dimension instead: a
 [32, 28, 28] input with a [3, 3, 1, 28] filter reads as one 28-by-32 image with 28 channels
-(a grouped convolution) or as 32 single-channel images. When both readings are valid,
-convfix refuses and names them: guessing would silently compute the wrong thing. A last
-dimension of 1 is read as a channel (a single grayscale image), never as a spatial size.
+(a grouped convolution) or as 32 single-channel images. The guard lists the readings
+TensorFlow would accept (guard/rules.py ``rank_short_readings``); when both are valid,
+convfix refuses and names them: guessing would silently compute the wrong thing. Where
+only the channel reading is valid, the problem is the layout policy's
+(``missing_channel_dim``). A last dimension of 1 is read as a channel (a single grayscale
+image), never as a spatial size.
 """
 
 from __future__ import annotations
@@ -45,20 +48,15 @@ class BatchDimPolicy:
                 f"convfix refused {problem.message}. A transposed convolution's output_shape "
                 "names the batch too: add the batch dimension to the input and output_shape"
             )
-        x = static_shape(call.input) or []
-        f = static_shape(call.filter) or []
-        as_batch, as_channel = self._readings(call, x, f)
-        if as_channel and as_batch:
+        readings = list(problem.before.get("readings", ["batch"]))
+        if "channel" in readings:  # and "batch": the guard gives the channel alone to layout
+            x = static_shape(call.input) or []
+            f = static_shape(call.filter) or []
             raise ConvFixError(
                 f"convfix refused {problem.message}. It could be missing its batch "
                 f"dimension (one example of shape {x}, {_channels(call, x)} channels) or its "
                 f"channel dimension ({x[0]} examples with 1 channel, as the filter "
                 f"{f} also accepts): pass input[None] or input[..., None] yourself"
-            )
-        if as_channel:
-            raise ConvFixError(
-                f"convfix refused {problem.message}. With filter {f} it reads as a batch "
-                "whose channel dimension is missing, not its batch: pass input[..., None]"
             )
         expanded = tf.expand_dims(call.input, 0)
 
@@ -68,25 +66,6 @@ class BatchDimPolicy:
         after = {"input_shape": static_shape(expanded)}
         rewrites = {call.input_name: lambda x: tf.expand_dims(x, 0)}
         return Repair(call.replace(input=expanded), "add_batch_dim", after, finish, rewrites)
-
-    @staticmethod
-    def _readings(call: Call, x: list[int | None], f: list[int | None]) -> tuple[bool, bool]:
-        """(valid as one example lacking its batch, valid as a batch lacking channels)."""
-        if len(f) < 3:
-            return True, False
-        f_in = f[-2]
-        channels = _channels(call, x)
-        if channels is None or f_in is None:
-            return True, False
-        if call.spec.kind == "conv":
-            as_batch = f_in > 0 and channels % f_in == 0
-        else:
-            as_batch = channels == f_in
-        # As a batch without channels, the input's last dimension becomes a spatial one; a
-        # last dimension of 1 (a grayscale image) is a channel, not a one-pixel-wide image.
-        last = x[-1] if x else None
-        as_channel = f_in == 1 and call.channels_last() and (last is None or last > 1)
-        return as_batch, as_channel
 
 
 def _channels(call: Call, x: list[int | None]) -> int | None:

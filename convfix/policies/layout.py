@@ -5,7 +5,12 @@ Only a call TensorFlow rejects is considered (its channels do not match), and it
 repaired only when exactly one other reading is valid:
 - the filter as [out, in, k1..kN] (PyTorch) -> transposed to [k1..kN, in, out];
 - the input as channels-first although data_format says channels-last -> transposed to
-  channels-last, run, and the result transposed back to channels-first.
+  channels-last, run, and the result transposed back to channels-first;
+- an input one rank short whose only valid reading is a batch of one-channel examples
+  missing their channel axis (``missing_channel_dim``, found by the guard:
+  guard/rules.py ``rank_short_readings``) -> ``input[..., None]``. [28, 28, 3] with a
+  one-channel filter would read as 28 images of 28x3: a guess about the data's layout,
+  which is why this policy is opt-in.
 A valid call is never touched: input channels a multiple of the filter's in-channels is a
 grouped convolution, valid TensorFlow, whatever it looks like.
 """
@@ -66,6 +71,8 @@ class LayoutPolicy:
         return found
 
     def describe(self, call: Call, problem: Problem) -> str:
+        if problem.reason == "missing_channel_dim":
+            return "add the missing channel axis (input[..., None])"
         readings = list(problem.before.get("readings", []))
         if readings == ["filter_oihw"]:
             return "transpose the filter from PyTorch's [out, in, k...] to [k..., in, out]"
@@ -74,6 +81,14 @@ class LayoutPolicy:
         return "no repair: the call does not have exactly one valid other layout"
 
     def apply(self, call: Call, problem: Problem) -> Repair:
+        if problem.reason == "missing_channel_dim":
+            expanded = tf.expand_dims(call.input, -1)
+            return Repair(
+                call.replace(input=expanded),
+                "add_channel_dim",
+                {"input_shape": static_shape(expanded)},
+                rewrites={call.input_name: lambda x: tf.expand_dims(x, -1)},
+            )
         readings = list(problem.before.get("readings", []))
         rank = len(problem.before["input_shape"])
         if readings == ["filter_oihw"]:

@@ -49,7 +49,7 @@ def test_input_one_rank_short_is_a_missing_batch_dim(onednn: bool, hazard: str) 
     # given a conv2d input with no batch dim
     call = bind("conv2d", tensor(5, 5, 3), tensor(3, 3, 3, 4), 1, "SAME")
     # when the rank rule reads it
-    problem = rules.input_rank(call, [5, 5, 3], 2, build(onednn))
+    problem = rules.input_rank(call, [5, 5, 3], static_shape(call.filter), 2, build(onednn))
     # then batch_dim owns it; oneDNN aborts on it, TensorFlow otherwise refuses it itself
     assert verdict(problem) == ("missing_batch_dim", "batch_dim", hazard)
     assert problem is not None and problem.before == {"input_shape": [5, 5, 3]}
@@ -58,7 +58,7 @@ def test_input_one_rank_short_is_a_missing_batch_dim(onednn: bool, hazard: str) 
 @by_build("abort", "answered")
 def test_input_two_ranks_short_is_a_bad_rank_for_the_guard(onednn: bool, hazard: str) -> None:
     call = bind("conv2d", tensor(5, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    problem = rules.input_rank(call, [5, 3], 2, build(onednn))
+    problem = rules.input_rank(call, [5, 3], static_shape(call.filter), 2, build(onednn))
     assert verdict(problem) == ("bad_input_rank", "guard", hazard)
 
 
@@ -67,7 +67,7 @@ def test_input_rank_above_an_op_without_batch_folding_is_bad(onednn: bool, hazar
     # given depthwise_conv2d (which does not fold leading batch dims) on a rank-5 input
     call = bind("depthwise_conv2d", tensor(2, 1, 5, 5, 3), tensor(3, 3, 3, 2), [1] * 4, "SAME")
     # then oneDNN answers it wrongly, TensorFlow otherwise refuses it itself
-    problem = rules.input_rank(call, [2, 1, 5, 5, 3], 2, build(onednn))
+    problem = rules.input_rank(call, [2, 1, 5, 5, 3], static_shape(call.filter), 2, build(onednn))
     assert verdict(problem) == ("bad_input_rank", "guard", hazard)
 
 
@@ -75,7 +75,9 @@ def test_input_rank_above_an_op_without_batch_folding_is_bad(onednn: bool, hazar
 def test_extra_batch_dims_are_fine_for_ops_that_fold_them(onednn: bool) -> None:
     # given conv2d, which folds leading batch dims itself, on a rank-5 input
     call = bind("conv2d", tensor(2, 1, 5, 5, 3), tensor(3, 3, 3, 4), 1, "SAME")
-    assert rules.input_rank(call, [2, 1, 5, 5, 3], 2, build(onednn)) is None
+    assert (
+        rules.input_rank(call, [2, 1, 5, 5, 3], static_shape(call.filter), 2, build(onednn)) is None
+    )
 
 
 @ONEDNN
@@ -83,20 +85,22 @@ def test_extra_batch_dims_are_bad_for_compat_v1_conv3d(onednn: bool) -> None:
     # given compat.v1.conv3d, whose row does not fold batch dims, on a rank-6 input
     x = tensor(2, 1, 4, 4, 4, 3)
     call = bind("conv3d", x, tensor(3, 3, 3, 3, 4), [1] * 5, "SAME", v1=True)
-    problem = rules.input_rank(call, [2, 1, 4, 4, 4, 3], 3, build(onednn))
+    problem = rules.input_rank(
+        call, [2, 1, 4, 4, 4, 3], static_shape(call.filter), 3, build(onednn)
+    )
     assert problem is not None and problem.reason == "bad_input_rank"
 
 
 @ONEDNN
 def test_input_of_the_exact_rank_is_fine(onednn: bool) -> None:
     call = bind("conv1d", tensor(1, 8, 3), tensor(3, 3, 4), 1, "SAME")
-    assert rules.input_rank(call, [1, 8, 3], 1, build(onednn)) is None
+    assert rules.input_rank(call, [1, 8, 3], static_shape(call.filter), 1, build(onednn)) is None
 
 
 def test_rank_message_names_the_channels_first_layout_given() -> None:
     # given a channels-first call one rank short
     call = bind("conv2d", tensor(3, 5, 5), tensor(3, 3, 3, 4), 1, "SAME", data_format="NCHW")
-    problem = rules.input_rank(call, [3, 5, 5], 2, build(True))
+    problem = rules.input_rank(call, [3, 5, 5], static_shape(call.filter), 2, build(True))
     # then the message names the rank and layout it needs
     assert problem is not None
     assert "rank 4 (NCHW)" in problem.message
@@ -104,7 +108,7 @@ def test_rank_message_names_the_channels_first_layout_given() -> None:
 
 def test_rank_message_names_tensorflows_layout_for_channels_last() -> None:
     call = bind("convolution", tensor(8, 3), tensor(3, 3, 4))
-    problem = rules.input_rank(call, [8, 3], 1, build(True))
+    problem = rules.input_rank(call, [8, 3], static_shape(call.filter), 1, build(True))
     assert problem is not None
     assert "convolution: input has shape [8, 3]" in problem.message
     assert "rank 3 (NWC)" in problem.message
@@ -633,3 +637,61 @@ def test_a_strided_single_window_that_is_not_the_last_dimension_is_left_alone() 
     x = Tensor((1, 3, 6, 3), "bfloat16")
     call = bind("conv2d", x, tensor(4, 3, 3, 3), [1, 3, 1, 1], "SAME")
     assert rules.misanswered_windows(call, [1, 3, 6, 3], [4, 3, 3, 3], 2, build(True)) is None
+
+
+# -- an input one rank short: the readings TensorFlow would accept ------------------------
+
+
+def _readings(name: str, x: tuple[int, ...], f: tuple[int, ...], **kwargs: Any) -> list[str]:
+    call = bind(name, tensor(*x), tensor(*f), 1, "VALID", **kwargs)
+    return rules.rank_short_readings(call, list(x), list(f))
+
+
+@pytest.mark.parametrize(
+    ("x", "f", "expected"),
+    [
+        # grayscale images without their trailing 1: as one example, 28 channels in groups
+        # of 1 need output channels divisible by 28, and 32 is not
+        ((32, 28, 28), (3, 3, 1, 32), ["channel"]),
+        ((32, 28, 28), (3, 3, 1, 28), ["batch", "channel"]),  # both valid: ambiguous
+        ((28, 28, 3), (3, 3, 3, 8), ["batch"]),  # one RGB image
+        ((28, 28, 1), (3, 3, 1, 8), ["batch"]),  # a last dim of 1 is a channel
+        ((128, 128, 4), (3, 3, 3, 64), []),  # nothing fits
+        ((3, 8, 8), (3, 3, 3, 4), ["batch_channels_first"]),  # one channels-first image
+        ((8, 8, 6), (3, 3, 3, 4), ["batch"]),  # grouped: 6 channels in 2 groups of 3, 4 out
+        ((8, 8, 6), (3, 3, 3, 3), []),  # 3 outputs do not divide into 2 groups
+    ],
+)
+def test_rank_short_readings_are_those_tensorflow_accepts(
+    x: tuple[int, ...], f: tuple[int, ...], expected: list[str]
+) -> None:
+    assert _readings("conv2d", x, f) == expected
+
+
+def test_depthwise_readings_need_the_filters_channels_exactly() -> None:
+    call = bind("depthwise_conv2d", tensor(8, 8, 3), tensor(3, 3, 3, 2), [1, 1, 1, 1], "SAME")
+    assert rules.rank_short_readings(call, [8, 8, 3], [3, 3, 3, 2]) == ["batch"]
+    call = bind("depthwise_conv2d", tensor(8, 8, 4), tensor(3, 3, 1, 2), [1, 1, 1, 1], "SAME")
+    assert rules.rank_short_readings(call, [8, 8, 4], [3, 3, 1, 2]) == ["channel"]
+
+
+def test_channels_first_calls_have_no_channel_reading() -> None:
+    # (as one NCHW example its 32 channels fit the filter: the batch reading)
+    assert _readings("conv2d", (32, 28, 28), (3, 3, 1, 32), data_format="NCHW") == ["batch"]
+
+
+@by_build(with_onednn="abort", without="answered")
+def test_only_the_channel_reading_is_the_layout_policys(onednn: bool, hazard: str) -> None:
+    call = bind("conv2d", tensor(32, 28, 28), tensor(3, 3, 1, 32), 1, "VALID")
+    problem = rules.input_rank(call, [32, 28, 28], [3, 3, 1, 32], 2, build(onednn))
+    assert verdict(problem) == ("missing_channel_dim", "layout", hazard)
+    assert problem is not None and "input[..., None]" in problem.message
+    assert "missing its batch" not in problem.message.split(":")[-1]
+
+
+def test_no_valid_reading_is_the_guards_refusal_in_the_callers_shapes() -> None:
+    call = bind("conv2d", tensor(128, 128, 4), tensor(3, 3, 3, 64), 1, "SAME")
+    problem = rules.input_rank(call, [128, 128, 4], [3, 3, 3, 64], 2, build(True))
+    assert verdict(problem) == ("bad_input_rank", "guard", "abort")
+    assert problem is not None and "[128, 128, 4]" in problem.message
+    assert "[1, 128, 128, 4]" not in problem.message

@@ -22,6 +22,7 @@ from convfix import events, guard, runtime
 from convfix.call import Binder, Call
 from convfix.config import Config
 from convfix.errors import ConvFixError
+from convfix.events.callsite import user_callsite
 from convfix.geometry import static_shape
 from convfix.guard import graph_checks, rules
 from convfix.guard.answers import empty_result, output_shape
@@ -246,9 +247,15 @@ def _resolve(
         safe = wrapped.safe or run.tf_error is not None  # TF already answered: its error
         return _fall_back(run.original, wrapped.bug, safe)
     except ConvFixError as refused:
-        # A refusal leaves a trace too: one folded event per callsite and reason.
-        problem = getattr(refused, "problem", None) or problems[0]
-        _record(events.REFUSED, run.call, problem, run.mode(problem), "refuse", {}, level="error")
+        # A refusal leaves a trace too: one folded event per problem it names (strict mode
+        # names them all), callsite and reason.
+        _locate(refused)
+        named = getattr(refused, "problems", None) or [getattr(refused, "problem", problems[0])]
+        for problem in named:
+            _record(
+                events.REFUSED, run.call, problem, run.mode(problem), "refuse", {},
+                level="error", callsite=refused.callsite,
+            )  # fmt: skip
         raise
     steps = None
     if (
@@ -371,14 +378,26 @@ def _answer_empty(
 
 
 def _raise_strict(run: _Run, problems: list[Problem]) -> None:
-    message = strict_message(run.call, problems, run.policies)
+    error = ConvFixError(strict_message(run.call, problems, run.policies))
+    error.problems = problems  # type: ignore[attr-defined]  # one refusal event each
     if any(p.unsafe or not p.probe for p in problems):
-        raise ConvFixError(message)
+        raise error
     try:  # TensorFlow answers this call itself: chain its own error to ours
         run.original()
     except Exception as tf_error:
-        raise ConvFixError(message) from tf_error
-    raise ConvFixError(message)
+        raise error from tf_error
+    raise error
+
+
+def _locate(error: ConvFixError) -> None:
+    """End the message with the user's callsite (once): inside tf.function the traceback
+    shows AutoGraph's generated file. In ``args`` rather than ``__str__``, because Keras 3
+    re-creates a layer's error from ``args[0]``."""
+    if error.callsite is not None:
+        return
+    error.callsite = user_callsite()
+    if error.callsite is not None and error.args:
+        error.args = (f"{error.args[0]}\nCalled from {error.callsite}", *error.args[1:])
 
 
 def _fall_back(original: Callable[[], Any], bug: Exception, safe: bool) -> Any:
@@ -390,10 +409,12 @@ def _fall_back(original: Callable[[], Any], bug: Exception, safe: bool) -> Any:
         fell_back=safe,
     )
     if not safe:
-        raise ConvFixError(
+        error = ConvFixError(
             "convfix: an internal error stopped the checks on a call TensorFlow may crash "
             "on, so it was not run (a convfix bug; please report it with the event log)"
-        ) from bug
+        )
+        _locate(error)
+        raise error from bug
     return original()
 
 

@@ -97,7 +97,9 @@ def spatial_rank(call: Call, filter_shape: Shape | None, input_shape: Shape | No
 #   "abort"   - the process dies (SIGABRT in a oneDNN kernel)
 #   "garbage" - a result of the wrong shape, silently
 #   "answered" - TensorFlow answers by itself: its own error, or a correct result
-Hazard = Literal["abort", "garbage", "answered"]
+#   "unclear" - TensorFlow raises, but its error does not say what is wrong (oneDNN's
+#               "could not create a primitive descriptor"): convfix refuses it in its words
+Hazard = Literal["abort", "garbage", "answered", "unclear"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +117,9 @@ class Problem:
 
     @property
     def unsafe(self) -> bool:
-        """TensorFlow would crash or answer wrongly: never dispatch it unrepaired."""
+        """TensorFlow would crash, answer wrongly, or raise an error that does not say why:
+        never dispatch it unrepaired (the fast checks may still let TensorFlow raise on an
+        "unclear" one: recovery then refuses it in convfix's words)."""
         return self.hazard != "answered"
 
 

@@ -122,6 +122,63 @@ def shape_values(value: Any) -> list[int] | None:
         return None
 
 
+def output_elements(value: Any) -> list[Any] | None:
+    """A transpose's ``output_shape`` element by element, as given: the items of a list,
+    tuple or array, or the inputs of the ``tf.stack`` a graph tensor was made by (Keras 2
+    stacks its output shape); None when its elements cannot be told apart."""
+    op = getattr(value, "op", None)  # a graph tensor (an eager one has no op to read)
+    if op is not None and getattr(value, "graph", None) is not None:
+        return list(op.inputs) if getattr(op, "type", None) == "Pack" else None
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return None
+
+
+def output_dims(value: Any) -> Shape | None:
+    """A transpose's ``output_shape`` as ints where known (Python or NumPy ints, tensors of
+    known value) and None where known only when the graph runs; None when its length is
+    not known either."""
+    known = shape_values(value)
+    if known is not None:
+        return list(known)
+    elements = output_elements(value)
+    return None if elements is None else [_dim(v) for v in elements]
+
+
+def _dim(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(value, tf.Tensor):
+        value = tf.get_static_value(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def reads_batch_of(value: Any, x: Any) -> bool:
+    """Is ``value`` the graph tensor ``tf.shape(x)[0]``, ``x``'s batch size as the graph
+    runs? (Keras 3 passes a transpose's output batch so when the batch is unknown.) Read
+    from the ops that made it: a StridedSlice taking element 0 of x's Shape."""
+    tf = sys.modules.get("tensorflow")
+    op = getattr(value, "op", None)
+    if tf is None or op is None or getattr(op, "type", None) != "StridedSlice":
+        return False
+    source = op.inputs[0]
+    if source.op.type != "Shape" or source.op.inputs[0].name != getattr(x, "name", None):
+        return False
+    if source.graph is not getattr(x, "graph", None):
+        return False
+    masks = [op.get_attr(m) for m in ("shrink_axis_mask", "ellipsis_mask", "new_axis_mask")]
+    begin, strides = (tf.get_static_value(t) for t in (op.inputs[1], op.inputs[3]))
+    if begin is None or strides is None or list(strides) != [1] or not masks[0] & 1:
+        return False
+    return masks[1] == 0 and masks[2] == 0 and (list(begin) == [0] or op.get_attr("begin_mask") & 1)
+
+
 def spatial_sizes(shape: Sequence[int | None], spatial: int, channels_last: bool) -> Shape:
     """The spatial dimensions of an input's shape (any number of leading batch dims)."""
     return list(shape[-spatial - 1 : -1] if channels_last else shape[-spatial:])

@@ -24,6 +24,7 @@ POLICY_NAMES: tuple[str, ...] = (
     "padding",
     "batch_dim",
     "layout",
+    "data_format",
     "split_batch",
     "device_fallback",
 )
@@ -81,6 +82,13 @@ class LayoutPolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True
     mode: Mode | None = None
 
 
+class DataFormatPolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[policies.data_format]``: a channels-first call on a CPU without channels-first
+    kernels (TensorFlow without oneDNN); on by default: the caller named the layout."""
+
+    mode: Mode | None = None
+
+
 class SplitBatchPolicyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[policies.split_batch]``: out of memory, so run the batch in chunks."""
 
@@ -123,6 +131,7 @@ class PoliciesConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     padding: PaddingPolicyConfig = field(default_factory=PaddingPolicyConfig)
     batch_dim: BatchDimPolicyConfig = field(default_factory=BatchDimPolicyConfig)
     layout: LayoutPolicyConfig = field(default_factory=LayoutPolicyConfig)
+    data_format: DataFormatPolicyConfig = field(default_factory=DataFormatPolicyConfig)
     split_batch: SplitBatchPolicyConfig = field(default_factory=SplitBatchPolicyConfig)
     device_fallback: DeviceFallbackPolicyConfig = field(default_factory=DeviceFallbackPolicyConfig)
 

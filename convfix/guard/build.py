@@ -56,6 +56,7 @@ BUGS: tuple[Bug, ...] = (
     Bug("single_window_one_channel", True, f"TF 2.21, oneDNN 3.7 on AVX-512; {_KEPT}"),
     Bug("single_window_bfloat16", True, f"TF 2.21, oneDNN on AVX-512, bfloat16; {_KEPT}"),
     Bug("empty_conv3d_transpose_crash", None, f"TF 2.21, oneDNN on and off; {_KEPT}"),
+    Bug("impossible_transpose_output_answered", True, f"TF 2.21, oneDNN on; {_KEPT}"),
     Bug(
         "padding_only_window_crash",
         True,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from convfix.call import Call, Problem, spatial_rank
 from convfix.geometry import static_shape
-from convfix.guard import rules
+from convfix.guard import output_shape, rules
 from convfix.guard.build import Build
 
 
@@ -25,8 +25,12 @@ def inspect(call: Call, build: Build) -> list[Problem]:
     )
     if found is not None:
         return [found]
-    if call.spec.kind == "transpose":  # output_shape is the caller's: only emptiness here
-        found = rules.empty_transpose_input(call, x_shape, spatial, build)
+    if call.spec.kind == "transpose":  # output_shape is the caller's: checked against the input
+        found = (
+            rules.empty_transpose_input(call, x_shape, spatial, build)
+            or output_shape.output_batch(call, x_shape)
+            or output_shape.output_sizes(call, x_shape, f_shape, spatial, build)
+        )
         return [] if found is None else [found]
     if f_shape is None or len(f_shape) != spatial + 2:
         return []  # TensorFlow checks filter ranks itself

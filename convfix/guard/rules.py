@@ -483,3 +483,28 @@ def plainly_safe(call: Call, build: Build) -> bool:
     return all(s >= k for s, k in zip(spatial_sizes(x, spatial, last), f[:spatial]))  # type: ignore[operator]
 
 
+def channels_first_on_cpu(call: Call, x_shape: Shape, spatial: int, build: Build) -> Problem | None:
+    """A channels-first call (data_format "NC...") that will run on TensorFlow's own CPU
+    kernels, which take channels-last only: without oneDNN every channels-first op raises
+    (UnimplementedError, or InvalidArgumentError for conv3d and the transposes). Decided
+    from what is known when the call is made: it runs on a CPU where no GPU is visible or
+    its device scope is a CPU; never where XLA compiles it (XLA has its own kernels).
+    TensorFlow answers the call itself (its error), so the hazard is "answered"; the
+    data_format policy repairs it exactly (transpose, run channels-last, transpose back)."""
+    fmt = call.data_format
+    if fmt is None or not fmt.startswith("NC"):
+        return None
+    if not build.has("no_channels_first_cpu_kernels") or call.placement == "xla":
+        return None
+    if build.gpu and call.placement != "cpu":
+        return None  # placed on the GPU, which has channels-first kernels
+    last = default_data_format(spatial)
+    return Problem(
+        "channels_first_on_cpu",
+        "data_format",
+        "answered",
+        f"{call.spec.name}: data_format {fmt!r} on a CPU, where TensorFlow without oneDNN "
+        f"has only channels-last kernels; transpose the input to {last}, run, and "
+        "transpose the result back",
+        {"data_format": fmt, "input_shape": x_shape},
+    )

@@ -146,6 +146,10 @@ def make_fast_check(
     # Every name the check reads is a closure variable: on a ~70 us call each attribute
     # lookup saved shows in the ratio.
     eager, symbolic, onednn, build = caps.eager, caps.symbolic, caps.onednn, caps.build
+    # A traced transpose always takes the full check (once per trace): TensorFlow checks its
+    # output_shape only when the graph runs, where no recovery can say what is wrong.
+    traced = None if transpose else symbolic
+    o_pos = at.get("output_shape", len(params))
     known = filters.entries
     learn = filters.learn
     direct = caps.direct_filter_types
@@ -165,7 +169,7 @@ def make_fast_check(
         n = len(args)
         x: Any = args[i_pos] if n > i_pos else kwargs.get(i_name)
         kind = type(x)
-        if kind is not eager and kind is not symbolic:
+        if kind is not eager and kind is not traced:
             return False
         f: Any = args[f_pos] if n > f_pos else kwargs.get(f_name)
         if flagged and id(f) in flagged:
@@ -202,7 +206,17 @@ def make_fast_check(
             if _misanswered(spec, dims, f_dims, strides, rate, padding, fmt, build, x):
                 return False
         if transpose:
-            return not (empty_risk and 0 in dims)
+            if empty_risk and 0 in dims:
+                return False
+            if not onednn:
+                return True  # TensorFlow raises on every impossible output_shape
+            # oneDNN answers some without an error (guard/output_shape.py): a size of 0,
+            # VALID with an input size of 1. An odd type raises: make_general catches it.
+            out: Any = args[o_pos] if n > o_pos else kwargs.get("output_shape")
+            if type(out) is eager:  # an eager tensor: its values, read once
+                out = out.numpy()  # type: ignore[attr-defined]
+            same = type(padding) is str and padding == "SAME"
+            return 0 not in out and (same or 1 not in dims[1:])
         if padding == "SAME" and not dilation_checked_always:
             return True
         if padding != "VALID" and padding != "SAME":

@@ -46,7 +46,7 @@ Recover = Callable[[tuple[Any, ...], dict[str, Any], Exception], Any]
 
 _TEMPLATE = """\
 def {name}({parameters}):
-    if quick({x}, {f}, {padding}, {strides}):
+    if quick({x}, {f}, {padding}, {strides}{output_shape}):
         try:
             return original({arguments})
         except Exception as error:
@@ -82,7 +82,7 @@ def build(
     if not {x, f, padding, strides} <= set(names) or _RESERVED.intersection(names):
         return None  # not the signature the table describes, or a name the template reads
     quick = make_quick_check(spec, caps, memory)
-    if quick is None:
+    if quick is None or (reads_output_shape(spec, caps) and "output_shape" not in names):
         return None
     defaults = {f"_default_{p.name}": p.default for p in parameters if p.default is not p.empty}
     source = _TEMPLATE.format(
@@ -95,6 +95,7 @@ def build(
         f=f,
         padding=padding,
         strides=strides,
+        output_shape=", output_shape" if reads_output_shape(spec, caps) else "",
     )
     namespace: dict[str, Any] = {
         # callsite.py classifies frames by their module's name: this one is convfix's.
@@ -136,6 +137,12 @@ def _plain_parameters(original: Callable[..., Any]) -> list[inspect.Parameter] |
     if not all(p.kind is p.POSITIONAL_OR_KEYWORD for p in parameters):
         return None
     return parameters
+
+
+def reads_output_shape(spec: OpSpec, caps: Capabilities) -> bool:
+    """Does the quick check take a transpose's output_shape too? Only with oneDNN, which
+    answers some impossible ones without an error (guard/output_shape.py)."""
+    return spec.kind == "transpose" and caps.onednn
 
 
 def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick | None:
@@ -188,9 +195,12 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
     if spec.kind == "conv" and spec.spatial == 3:
         return None  # oneDNN's Conv3D needs its dilations checked: the fast check does
     rank = spec.spatial + 2
-    if spec.kind == "transpose":  # output_shape is the caller's: any padding is fine
+    if spec.kind == "transpose":  # TensorFlow checks output_shape itself, but see below
 
-        def transpose(x: Any, f: Any, padding: Any, strides: Any) -> bool:
+        def transpose(x: Any, f: Any, padding: Any, strides: Any, out: Any) -> bool:
+            # oneDNN answers some impossible output shapes without an error: a size of 0,
+            # and VALID with an input size of 1 (guard/output_shape.py). The rest make
+            # TensorFlow raise, and recovery says what is wrong (or repairs a batch).
             return (
                 (flags.fast or checking())
                 and type(x) is eager
@@ -198,6 +208,9 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
                 and len(dims := x.shape._dims) == rank
                 and 0 not in dims
                 and (not routed or dims[1:] not in routed)
+                and ((kind := type(out)) is list or kind is tuple)
+                and 0 not in out
+                and ((type(padding) is str and padding == "SAME") or 1 not in dims[1:])
             )
 
         return transpose

@@ -12,6 +12,8 @@ _CONSEQUENCE = {
     "abort": "TensorFlow's oneDNN kernels abort the whole process on this call",
     "garbage": "TensorFlow would silently return a wrong result (wrong shape or values)",
     "answered": "TensorFlow rejects this call",
+    "unclear": "TensorFlow rejects this call with an error that does not say why (with oneDNN: "
+    '"could not create a primitive descriptor")',
 }
 
 

@@ -24,7 +24,7 @@ from convfix.config import Config
 from convfix.errors import ConvFixError
 from convfix.events.callsite import user_callsite
 from convfix.geometry import static_shape
-from convfix.guard import graph_checks, rules
+from convfix.guard import graph_checks, placement, rules
 from convfix.guard.answers import empty_result, output_shape
 from convfix.guard.build import Build
 from convfix.memory import Memory, Plan, ReplayTable, Step, call_key
@@ -141,6 +141,8 @@ def _start(
     # The Keras layer (for events) costs ~10 us to look up: a replay takes the plan's.
     layer = plan.layer if plan is not None else target.layer_name()
     call = replace(call, graph=not tf.executing_eagerly(), layer=layer)
+    if placement.needed(call, target.build):  # only a channels-first call's rule reads it
+        call = replace(call, placement=placement.where())
     return _Run(target, args, kwargs, call, config, policies_for(config), tf_error)
 
 

@@ -13,12 +13,13 @@ from convfix.policies.base import Policy
 # The fixed run order (guard-owned problems such as empty input come last: they are
 # answered, not repaired). Argument normalisation (padding case, lists) belongs to the
 # padding and dtype policies but runs first, as "normalize".
-ORDER = ("normalize", "batch_dim", "layout", "padding", "dtype", "guard")
+ORDER = ("normalize", "batch_dim", "data_format", "layout", "padding", "dtype", "guard")
 
 
 def build(config: Config) -> dict[str, Policy]:
     """The policy objects for one configuration, by name."""
     from convfix.policies.batch_dim import BatchDimPolicy
+    from convfix.policies.data_format import DataFormatPolicy
     from convfix.policies.dtype import DtypePolicy
     from convfix.policies.layout import LayoutPolicy
     from convfix.policies.padding import PaddingPolicy
@@ -27,6 +28,7 @@ def build(config: Config) -> dict[str, Policy]:
     settings = config.policies
     return {
         "batch_dim": BatchDimPolicy(settings.batch_dim),
+        "data_format": DataFormatPolicy(settings.data_format),
         "layout": LayoutPolicy(settings.layout),
         "padding": PaddingPolicy(settings.padding),
         "dtype": DtypePolicy(settings.dtype),

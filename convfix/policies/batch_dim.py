@@ -24,6 +24,7 @@ from convfix.call import Call, Problem, Repair
 from convfix.config import BatchDimPolicyConfig
 from convfix.errors import ConvFixError
 from convfix.geometry import static_shape
+from convfix.policies import output_batch
 
 name = "batch_dim"
 
@@ -40,9 +41,13 @@ class BatchDimPolicy:
         return None  # the guard finds missing_batch_dim; this policy repairs it
 
     def describe(self, call: Call, problem: Problem) -> str:
+        if problem.reason == "output_batch_mismatch":
+            return output_batch.DESCRIPTION
         return "add a batch dimension of 1, run, and take it off the result"
 
     def apply(self, call: Call, problem: Problem) -> Repair:
+        if problem.reason == "output_batch_mismatch":  # a transpose's output batch
+            return output_batch.repair(call, problem)
         if call.spec.kind == "transpose":
             raise ConvFixError(
                 f"convfix refused {problem.message}. A transposed convolution's output_shape "

@@ -9,7 +9,10 @@ is clear a call a rule calls unsafe on that build. A problem TensorFlow answers 
 
 Each drawn call is a ``Case`` of plain (or NumPy) values, so a failing example can be
 pinned with ``@example(case=Case(...))``; its tensors are built from it. One call per rule
-is pinned (``PINNED``), so every rule's boundary is tried on every run. Nothing runs a
+is pinned (``PINNED``), so every rule's boundary is tried on every run. A problem TensorFlow
+raises on with an error that does not say why (hazard "unclear": a transpose's impossible
+output_shape) may be cleared too: recovery then refuses it in convfix's words, or repairs
+it (tests/integration/test_transpose_output_shape.py). Nothing runs a
 convolution: only the predicates and the guard are called, for a build with and a build
 without oneDNN, whatever this machine's build is.
 """
@@ -111,7 +114,8 @@ def _bind(case: Case, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
 
 
 def _unsafe(call: Call, build: Build) -> list[Problem]:
-    return [problem for problem in guard.inspect(call, build) if problem.unsafe]
+    found = guard.inspect(call, build)
+    return [problem for problem in found if problem.hazard in ("abort", "garbage")]
 
 
 # -- the calls ----------------------------------------------------------------------------
@@ -209,13 +213,14 @@ def cases(draw: st.DrawFn) -> Case:
     data_format = layouts[1] if channels_first else draw(st.sampled_from([layouts[0], None]))
 
     options: dict[str, Any] = {}
-    if spec.kind == "transpose":  # a plausible one: no rule reads it
+    if spec.kind == "transpose":  # around the sizes its padding accepts, 0 included
         steps = per_spatial(strides, spatial, not channels_first) or [1] * spatial
-        out_sizes = [n * s for n, s in zip(sizes, steps)]
+        out_sizes = [max(n * s + draw(st.integers(-4, 2)), 0) for n, s in zip(sizes, steps)]
+        out_batch = draw(st.sampled_from([batch, batch, batch, batch + 1, max(batch - 1, 0)]))
         options["output_shape"] = (
-            [batch, out_channels, *out_sizes]
+            [out_batch, out_channels, *out_sizes]
             if channels_first
-            else [batch, *out_sizes, out_channels]
+            else [out_batch, *out_sizes, out_channels]
         )
     defaults = _defaults(unpatched(getattr(tf.nn, op)))
     drawn = {
@@ -272,6 +277,23 @@ PINNED = {
     # A channel multiplier of 2, stride 1: the one window of height 1 reaches into padding.
     "single_window_one_channel, depthwise": _float32(
         "depthwise_conv2d", (1, 1, 5, 3), (2, 2, 3, 2), **SAME1
+    ),
+    # oneDNN answers it without an error: VALID, one input position, a size below the kernel.
+    "impossible_output_shape": _float32(
+        "conv2d_transpose",
+        (1, 1, 1, 3),
+        (3, 3, 2, 3),
+        output_shape=[1, 2, 2, 2],
+        strides=2,
+        padding="VALID",
+    ),
+    "output_batch_mismatch": _float32(
+        "conv2d_transpose",
+        (2, 3, 3, 3),
+        (3, 3, 2, 3),
+        output_shape=[4, 6, 6, 2],
+        strides=2,
+        padding="SAME",
     ),
 }
 
@@ -334,7 +356,10 @@ def test_whatever_the_quick_check_clears_the_rules_clear(case: Case) -> None:
             event(f"quick check, build={build}: none for {case.op}")
             continue
         # when the quick check clears it (the lane lets nothing raise: neither may this)
-        cleared = quick(call.input, call.filter, call.padding, call.strides)
+        checked = [call.input, call.filter, call.padding, call.strides]
+        if express.reads_output_shape(spec, _caps(build)):
+            checked.append(call.arguments["output_shape"])
+        cleared = quick(*checked)
         event(f"quick check, build={build}: {'cleared' if cleared else 'not cleared'}")
         # then no rule calls it unsafe on that build
         if cleared:

@@ -441,7 +441,9 @@ def test_kill_switch_works_without_reading_a_broken_file(tmp_path: Path) -> None
     resolved = resolve_config(env={"CONVFIX_MODE": "off"}, cwd=tmp_path)
 
     # then everything is off and no file was read
-    assert [resolved.config.policy_mode(name) for name in POLICY_NAMES] == ["off"] * 6
+    assert [resolved.config.policy_mode(name) for name in POLICY_NAMES] == ["off"] * len(
+        POLICY_NAMES
+    )
     assert resolved.file is None
 
 
@@ -484,7 +486,8 @@ def test_unknown_policy_lists_the_policies(in_tmp: Path) -> None:
 
     assert message == (
         "convfix.toml: policies.colour: unknown key "
-        "(valid keys: batch_dim, device_fallback, dtype, layout, padding, split_batch)"
+        "(valid keys: batch_dim, data_format, device_fallback, dtype, layout, padding, "
+        "split_batch)"
     )
 
 

@@ -156,6 +156,7 @@ DOCUMENTED = {
         "strided_dilation": ("guard", {"garbage"}),
         "kernel_larger_than_input": ("padding", {"answered"}),
         "negative_same_padding": ("padding", {"garbage"}),
+        "channels_first_on_cpu": ("data_format", {"answered"}),  # no such CPU kernel
     },
 }
 

@@ -29,6 +29,9 @@ class Call:
     filter_name: str
     graph: bool = False  # traced inside tf.function (no eager values)
     layer: str | None = None  # the Keras layer making the call, where there is one
+    # Where the call will run, as far as is known when it is made (guard/placement.py):
+    # "cpu" or "gpu" (the device scope's kind), "xla" (compiled by XLA), None (no scope).
+    placement: str | None = None
 
     @property
     def input(self) -> Any:
@@ -79,7 +82,10 @@ class Call:
         merged = dict(self.arguments)
         for key, value in arguments.items():
             merged[roles.get(key, key)] = value
-        return Call(self.spec, merged, self.input_name, self.filter_name, self.graph, self.layer)
+        return Call(
+            self.spec, merged, self.input_name, self.filter_name, self.graph, self.layer,
+            self.placement,
+        )  # fmt: skip
 
 
 def spatial_rank(call: Call, filter_shape: Shape | None, input_shape: Shape | None) -> int | None:

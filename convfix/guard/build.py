@@ -57,6 +57,15 @@ BUGS: tuple[Bug, ...] = (
     Bug("single_window_bfloat16", True, f"TF 2.21, oneDNN on AVX-512, bfloat16; {_KEPT}"),
     Bug("empty_conv3d_transpose_crash", None, f"TF 2.21, oneDNN on and off; {_KEPT}"),
     Bug("impossible_transpose_output_answered", True, f"TF 2.21, oneDNN on; {_KEPT}"),
+    # Not a wrong answer: a missing kernel. TensorFlow's own CPU kernels take channels-last
+    # only (UnimplementedError for conv1d/conv2d/depthwise/separable, InvalidArgumentError
+    # for conv3d and the transposes); oneDNN's and XLA's take both.
+    Bug(
+        "no_channels_first_cpu_kernels",
+        False,
+        "TF 2.12, 2.15 and 2.21, oneDNN off: every channels-first op raises; oneDNN on: "
+        f"every one answers; {_KEPT}",
+    ),
     Bug(
         "padding_only_window_crash",
         True,

@@ -23,6 +23,8 @@ def inspect(call: Call, build: Build) -> list[Problem]:
     found = rules.input_rank(call, x_shape, f_shape, spatial, build) or rules.strided_dilation(
         call, spatial, x_shape, build
     )
+    if found is None:  # before the others: they judge the repaired, channels-last call
+        found = rules.channels_first_on_cpu(call, x_shape, spatial, build)
     if found is not None:
         return [found]
     if call.spec.kind == "transpose":  # output_shape is the caller's: checked against the input

@@ -164,6 +164,12 @@ def make_fast_check(
     # Strided windows some kernel answers with wrong values (guard/rules.py): Conv3D
     # outside oneDNN (any build: oneDNN leaves some dtypes to Eigen), and oneDNN's own.
     window_risk = not transpose and (onednn or (spec.kind == "conv" and spatial in (3, None)))
+    # No channels-first CPU kernels (oneDNN off): such a call is repaired before it runs
+    # (guard/rules.py), since inside tf.function TensorFlow's error comes only when the
+    # graph runs. Eagerly, where a GPU is visible, the call runs there, or under a CPU scope
+    # TensorFlow's error brings it to recovery: those stay cleared.
+    format_risk = build.has("no_channels_first_cpu_kernels")
+    eager_format_risk = format_risk and not build.gpu
 
     def fast(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         n = len(args)
@@ -174,6 +180,10 @@ def make_fast_check(
         f: Any = args[f_pos] if n > f_pos else kwargs.get(f_name)
         if flagged and id(f) in flagged:
             return False  # repaired before: the replay table knows this call
+        if format_risk and (eager_format_risk or kind is symbolic):
+            fmt = args[fmt_pos] if n > fmt_pos else kwargs.get(fmt_name)
+            if type(fmt) is str and fmt.startswith("NC"):
+                return False
         if routed and x.shape._dims[1:] in routed:
             return False  # ran out of memory before: recovery knows its chunk size
         padding = args[p_pos] if n > p_pos else kwargs.get(p_name, p_default)

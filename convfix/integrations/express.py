@@ -38,15 +38,15 @@ from typing import Any
 from convfix import runtime
 from convfix.integrations.entry import Capabilities, unit_strides
 from convfix.memory import Memory
-from convfix.ops import OpSpec
+from convfix.ops import OpSpec, default_data_format
 
 General = Callable[[tuple[Any, ...], dict[str, Any]], Any]
-Quick = Callable[[Any, Any, Any, Any], bool]
+Quick = Callable[..., bool]  # (x, f, padding, strides[, data_format]) -> cleared
 Recover = Callable[[tuple[Any, ...], dict[str, Any], Exception], Any]
 
 _TEMPLATE = """\
 def {name}({parameters}):
-    if quick({x}, {f}, {padding}, {strides}{output_shape}):
+    if quick({x}, {f}, {padding}, {strides}{data_format}{output_shape}):
         try:
             return original({arguments})
         except Exception as error:
@@ -79,7 +79,9 @@ def build(
     names = [p.name for p in parameters]
     x, f, padding = spec.input_params[0], spec.filter_params[0], spec.padding_param
     strides = spec.strides_param or ""
-    if not {x, f, padding, strides} <= set(names) or _RESERVED.intersection(names):
+    data_format = spec.data_format_param if reads_format(caps) else ""
+    wanted = {x, f, padding, strides, data_format} - {""}
+    if not wanted <= set(names) or _RESERVED.intersection(names):
         return None  # not the signature the table describes, or a name the template reads
     quick = make_quick_check(spec, caps, memory)
     if quick is None or (reads_output_shape(spec, caps) and "output_shape" not in names):
@@ -96,6 +98,7 @@ def build(
         padding=padding,
         strides=strides,
         output_shape=", output_shape" if reads_output_shape(spec, caps) else "",
+        data_format=f", {data_format}" if data_format else "",
     )
     namespace: dict[str, Any] = {
         # callsite.py classifies frames by their module's name: this one is convfix's.
@@ -139,6 +142,13 @@ def _plain_parameters(original: Callable[..., Any]) -> list[inspect.Parameter] |
     return parameters
 
 
+def reads_format(caps: Capabilities) -> bool:
+    """Does the quick check take the call's data_format too? Only where an eager
+    channels-first call runs on a CPU without kernels for it (no GPU visible, oneDNN off:
+    guard/rules.py); elsewhere the lane's call stays as it was."""
+    return caps.build.has("no_channels_first_cpu_kernels") and not caps.build.gpu
+
+
 def reads_output_shape(spec: OpSpec, caps: Capabilities) -> bool:
     """Does the quick check take a transpose's output_shape too? Only with oneDNN, which
     answers some impossible ones without an error (guard/output_shape.py)."""
@@ -146,8 +156,9 @@ def reads_output_shape(spec: OpSpec, caps: Capabilities) -> bool:
 
 
 def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick | None:
-    """A check of the input, the filter and the padding, true only for calls the general
-    path's fast check would also clear; None where no cheap check exists for ``spec``."""
+    """A check of the input, the filter and the padding (and the data_format where
+    ``reads_format``), true only for calls the general path's fast check would also clear;
+    None where no cheap check exists for ``spec``."""
     if spec.kind in ("depthwise", "separable") or caps.eager not in caps.direct_filter_types:
         return None  # their dilations need checking; or shapes are not read directly here
     flags, checking = runtime.flags, runtime.checking
@@ -161,10 +172,13 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
     # Each check spells out the same first clauses (on; a tensor input; nothing learned
     # about this filter or input shape) rather than calling a shared helper: one call
     # more costs as much as the rest of the check.
+    # TensorFlow's own default (the same interned string Keras passes): one identity test
+    # clears a channels-last call; the rest is for formats spelled otherwise.
+    last = default_data_format(spec.spatial) if spec.spatial is not None else None
     if not caps.onednn and spec.kind == "transpose" and spec.spatial in (3, None):
         # A 3-D transpose of an empty input crashes TF's kernel (rules.py): look at dims.
 
-        def lean_transpose(x: Any, f: Any, padding: Any, strides: Any) -> bool:
+        def lean_transpose(x: Any, f: Any, padding: Any, strides: Any, fmt: Any = None) -> bool:
             return (
                 (flags.fast or checking())
                 and type(x) is eager
@@ -173,12 +187,13 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
                 and (not routed or dims[1:] not in routed)
                 and type(padding) is str
                 and padding == "SAME"
+                and (fmt is last or fmt is None or not (type(fmt) is str and fmt.startswith("NC")))
             )
 
         return lean_transpose
     if not caps.onednn:  # nothing aborts and no SAME call comes back wrongly shaped
 
-        def lean(x: Any, f: Any, padding: Any, strides: Any) -> bool:
+        def lean(x: Any, f: Any, padding: Any, strides: Any, fmt: Any = None) -> bool:
             return (
                 (flags.fast or checking())
                 and type(x) is eager
@@ -187,6 +202,7 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
                 and type(padding) is str
                 and padding == "SAME"
                 and (not strided_risk or unit_strides(strides))
+                and (fmt is last or fmt is None or not (type(fmt) is str and fmt.startswith("NC")))
             )
 
         return lean

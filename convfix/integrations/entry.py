@@ -43,6 +43,7 @@ from convfix import runtime
 from convfix.geometry import windows_of
 from convfix.guard.build import Build
 from convfix.guard.rules import dtype_name, misanswered
+from convfix.integrations.tracebacks import trimmed
 from convfix.memory import Memory
 from convfix.ops import OpSpec
 
@@ -300,18 +301,22 @@ def make_general(
     def general(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if not runtime.enabled():
             return original(*args, **kwargs)
-        if flags.budget:  # every call's bytes are checked against the budget
-            return slow(args, kwargs)
         try:
-            healthy = fast is not None and fast(args, kwargs)
+            healthy = not flags.budget and fast is not None and fast(args, kwargs)
         except Exception:  # an odd argument type: let the full path look at it
             healthy = False
-        if not healthy:
-            return slow(args, kwargs)
+        if not healthy:  # (with a budget, every call's bytes are checked against it)
+            try:
+                return slow(args, kwargs)
+            except Exception as error:  # this frame and the entry: all that stays of ours
+                raise trimmed(error)  # noqa: B904  (the same error, not a new one)
         try:
             return original(*args, **kwargs)
         except Exception as error:  # zero cost until raised (CPython 3.11+)
-            return recover(args, kwargs, error)
+            try:
+                return recover(args, kwargs, error)
+            except Exception as final:
+                raise trimmed(final)  # noqa: B904
 
     flags = runtime.flags
     return general

@@ -33,6 +33,7 @@ from convfix.integrations.entry import (
     make_fast_check,
     make_general,
 )
+from convfix.integrations.tracebacks import trimmed
 from convfix.ops import V1_SPECS, V2_SPECS, OpSpec
 
 SUPPORTED_TF = ((2, 12), (2, 21))  # inclusive range of (major, minor), each one tested
@@ -111,7 +112,10 @@ def patch_tensorflow() -> list[Patched]:
         def recovery(
             args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception, target: Target = target
         ) -> Any:
-            return recover(target, args, kwargs, error)
+            try:
+                return recover(target, args, kwargs, error)
+            except Exception as final:  # the express lane's re-raising frame (tracebacks.py)
+                raise trimmed(final)  # noqa: B904
 
         fast = _fast_check_or_none(spec, original, caps, filters, remembered)
         general = make_general(original, fast, slow, recovery)

@@ -49,8 +49,8 @@ def output_batch(call: Call, x_shape: Shape) -> Problem | None:
     a batch read from the input's own shape, as Keras passes it, is left alone."""
     given = call.arguments.get("output_shape")
     dims = output_dims(given)
-    if dims is None or len(dims) != len(x_shape) or not x_shape:
-        return None
+    if dims is None or len(dims) != len(x_shape) or not x_shape or 0 in x_shape:
+        return None  # (an empty input: the emptiness rule's, and guard.answers')
     batch, wanted = x_shape[0], dims[0]
     if batch is not None:
         if wanted is None or wanted == batch:
@@ -91,6 +91,8 @@ def output_sizes(
     """A spatial size of ``output_shape`` the input, filter, strides, dilations and padding
     cannot produce (module docstring); None where something is not known statically."""
     dims = output_dims(call.arguments.get("output_shape"))
+    if 0 in x_shape:
+        return None  # an empty input: the emptiness rule's, and guard.answers'
     if dims is None or f_shape is None or len(dims) != spatial + 2 or len(f_shape) != spatial + 2:
         return None
     last = call.channels_last()

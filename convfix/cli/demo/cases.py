@@ -125,8 +125,8 @@ CASES: tuple[DemoCase, ...] = (
     ),
     DemoCase(
         "batch or channel missing?",
-        "input [32, 28, 28], filter [3, 3, 1, 8]: one image, or 32 without channels?",
-        'y = tf.nn.conv2d(tf.ones([32, 28, 28]), tf.ones([3, 3, 1, 8]), 1, "SAME")',
+        "input [32, 28, 28], filter [3, 3, 1, 28]: one image, or 32 without channels?",
+        'y = tf.nn.conv2d(tf.ones([32, 28, 28]), tf.ones([3, 3, 1, 28]), 1, "SAME")',
         expect_with=("error", "ConvFixError"),
         owner="batch_dim",
         in_fix="refused",  # both readings are valid: never guess

@@ -32,6 +32,7 @@ from convfix.ops import V2_SPECS
 from convfix.policies.data_format import DataFormatPolicy
 from convfix.sweep import reference as ref
 from convfix.testing import capture_events
+from tests.integration import test_fast_check_is_conservative as conservative
 from tests.integration.conftest import unpatched
 from tests.subproc import run_python
 
@@ -321,6 +322,35 @@ def test_the_quick_check_clears_channels_last_and_not_channels_first_without_ker
     assert reads is (build is WITHOUT)
     if reads:
         assert not quick(tf.ones([1, 3, 5, 5]), K, "SAME", 1, "NCHW")
+
+
+@settings(max_examples=1500, deadline=None)
+@given(case=conservative.cases())
+def test_whatever_either_check_clears_without_the_kernels_is_no_channels_first_call(
+    case: conservative.Case,
+) -> None:
+    # given any call of any op (the fast-check property's calls: every layout, argument
+    # form and shape), eager, on a build without channels-first CPU kernels
+    args, kwargs = case.arguments()
+    call = conservative._bind(case, args, kwargs)
+    spec = V2_SPECS[case.op]
+    caps = _caps(WITHOUT)
+    fast = make_fast_check(spec, case.function, caps, FilterShapes(caps), Memory())
+    quick = express.make_quick_check(spec, caps, Memory())
+    try:
+        cleared = fast(args, kwargs)
+    except Exception:
+        cleared = False
+    # (the lane passes the data_format where it reads it)
+    fmt = [call.data_format] if express.reads_format(caps) else []
+    if quick is not None and quick(call.input, call.filter, call.padding, call.strides, *fmt):
+        cleared = True
+    event(f"cleared: {cleared}")
+    # when either clears it, then the guard finds no channels-first call TensorFlow's CPU
+    # kernels would refuse (a rank-short input is batch_dim's first: it is repaired after)
+    if cleared:
+        reasons = [p.reason for p in guard.inspect(call, WITHOUT)]
+        assert "channels_first_on_cpu" not in reasons
 
 
 def test_on_this_build_a_channels_first_call_is_left_to_tensorflow_bit_for_bit() -> None:

@@ -158,7 +158,8 @@ def make_fast_check(
     routed = memory.routed
     # Without oneDNN nothing aborts and a SAME call cannot come back wrongly shaped: a wrong
     # rank, dtype or padding name makes TensorFlow raise, and recovery repairs it then. So
-    # a SAME call on that build needs only its input's type checked.
+    # a SAME call on that build needs only its input's type checked (and its data_format:
+    # a channels-first call is repaired before it runs, format_risk below).
     # A 3-D transpose of an empty input crashes TF's kernel on every build (rules.py).
     empty_risk = transpose and spatial in (3, None)
     lean = not onednn and not dilation_checked_always and not empty_risk

@@ -373,6 +373,9 @@ def _answer_empty(
     if shape is None:
         raise refusal(call, problem, None, mode)
     result = empty_result(call, shape)
+    for _, repair in reversed(repairs):  # the answer is the repaired call's: undo as dispatch does
+        if repair.finish is not None:
+            result = repair.finish(result)
     for earlier, repair in repairs:
         _record(events.INTERVENTION, call, earlier, mode, repair.action, repair.after)
     _record(events.INTERVENTION, call, problem, mode, "answer_empty", {"output_shape": shape})

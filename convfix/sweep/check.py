@@ -205,10 +205,16 @@ def _repaired(
     unbatch, changed = False, False
     dtypes = [case.dtype]
     unknown = []
+    moved = False  # data_format ran the call channels-last: later shapes are in that order
     for event in interventions:
         action, after = event.get("action", ""), event.get("after") or {}
-        if action in EXACT or event.get("outcome") == "fix_failed":
-            continue  # the same meaning; or not done (TensorFlow refused the repaired call)
+        if event.get("outcome") == "fix_failed":
+            continue  # not done: TensorFlow refused the repaired call
+        if action == "transpose_to_channels_last":
+            moved = True  # exact: the same call, its answer transposed back
+            continue
+        if action in EXACT:
+            continue  # the same meaning
         changed = True
         if action == "add_batch_dim":
             unbatch = True
@@ -218,7 +224,12 @@ def _repaired(
         elif action == "use_same_padding":
             call = replace(call, padding="SAME")
         elif action == "zero_pad_input" and after.get("input_shape"):
-            values[0], call = _zero_pad(call, values[0], list(after["input_shape"]))
+            padded = list(after["input_shape"])
+            if moved:  # back to the call's own channels-first order
+                padded = [padded[0], padded[-1], *padded[1:-1]]
+            values[0], call = _zero_pad(call, values[0], padded)
+        elif action == "use_input_batch" and call.out_shape is not None:
+            call = replace(call, out_shape=(call.x_shape[0], *call.out_shape[1:]))
         elif action.startswith("cast_"):
             for position, key in enumerate(("input", "filter", "pointwise")):
                 if key in after and position < len(values):

@@ -294,3 +294,13 @@ def test_conv3d_transpose_of_an_empty_input_with_an_impossible_output_shape_is_r
     x, f = tf.ones([1, 2, 0, 1, 1], tf.float64), tf.ones([3, 3, 3, 2, 1], tf.float64)
     with pytest.raises(convfix.ConvFixError, match="holds no elements"):
         tf.nn.conv3d_transpose(x, f, [1, 9, 2, 5, 2], [2, 2, 3], "VALID")
+
+
+def test_an_empty_answer_undoes_the_repairs_made_before_it() -> None:
+    # one example missing its batch, with an empty height: the batch is added, the empty
+    # input answered, and the added batch taken off again (as a dispatched call's is)
+    with capture_events() as captured:
+        y = tf.nn.conv2d(tf.ones([0, 10, 3]), tf.ones([3, 3, 3, 4]), 1, "SAME")
+    assert y.shape == (0, 10, 4)
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0":  # oneDNN: guard answers it
+        assert [e["action"] for e in captured] == ["add_batch_dim", "answer_empty"]

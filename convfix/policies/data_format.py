@@ -1,7 +1,7 @@
 """data_format (on by default): a channels-first call on a CPU whose TensorFlow has no
-channels-first kernel for it (oneDNN off: the default on CPUs without AVX-512 VNNI or BF16,
-or ``TF_ENABLE_ONEDNN_OPTS=0``), the "trained on a GPU with channels_first, served on a
-CPU" failure (tensorflow#7967, keras-team/keras#20414).
+channels-first kernel for it (oneDNN off: the default on CPUs without AVX512_VNNI,
+AVX512_BF16, AVX_VNNI or AMX, or ``TF_ENABLE_ONEDNN_OPTS=0``), the "trained on a GPU with
+channels_first, served on a CPU" failure (tensorflow#7967, keras-team/keras#20414).
 
 Repair: transpose the input to channels-last, run the same op channels-last, transpose
 the result back. It is exact: the same products of the same input positions and kernel

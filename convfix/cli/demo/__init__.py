@@ -214,8 +214,8 @@ def main(user_config: Path | None = None) -> int:
         f"convfix demo: {len(CASES)} kinds of bad convolution call, each run without and with "
         f"convfix\n  {_tf_version()}, Python {sys.version.split()[0]}; each call runs in its own "
         "Python process.\n  TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's oneDNN kernels, its default "
-        "on x86-64 CPUs with AVX-512\n  VNNI or BF16, where these calls abort the process or "
-        "return wrong shapes or values.\n"
+        "on Linux x86-64 CPUs with\n  AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX, where these calls "
+        "abort the process or return\n  wrong shapes or values.\n"
         f"  'with convfix' = `import convfix.auto` first, config {config}\n"
         f"  ({origin})\n",
         flush=True,

@@ -128,6 +128,12 @@ class Problem:
         "unclear" one: recovery then refuses it in convfix's words)."""
         return self.hazard != "answered"
 
+    @property
+    def dangerous(self) -> bool:
+        """TensorFlow would crash or answer wrongly: where convfix's own bug stops a repair,
+        the call as made is no safe fallback (an "unclear" one only raises)."""
+        return self.hazard in ("abort", "garbage")
+
 
 PostProcess = Callable[[Any], Any]
 

@@ -97,15 +97,17 @@ class Build:
         return bug in self.bugs
 
 
+OLDEST_MEASURED: Version = (2, 12)
 NEWEST_MEASURED: Version = (2, 21)
 
 
 def build_of(version: str, onednn: bool, gpu: bool = False) -> Build:
-    """A Build from TensorFlow's version string ("2.16.2", "2.21.0-rc1"); a version that
-    cannot be read counts as the newest measured."""
+    """A Build from TensorFlow's version string ("2.16.2", "2.21.0-rc1"). A version outside
+    the measured range counts as its nearest end (every rule of the oldest or the newest
+    build applies), and one that cannot be read as the newest."""
     parts = version.split(".")
     try:
         found = (int(parts[0]), int(parts[1]))
     except (IndexError, ValueError):
         found = NEWEST_MEASURED
-    return Build(found, onednn, gpu)
+    return Build(max(OLDEST_MEASURED, found), onednn, gpu)

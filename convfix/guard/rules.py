@@ -155,7 +155,7 @@ def rank_short_readings(call: Call, x_shape: Shape, f_shape: Shape | None) -> li
     found = []
     if takes(channels):
         found.append("batch")
-    if last and f_in == 1 and (x_shape[-1] is None or x_shape[-1] > 1):
+    if last and f_in == 1 and channels > 1:  # (channels-last: channels is x_shape[-1])
         found.append("channel")
     if not found and grouped and last and takes(x_shape[0]):
         found.append("batch_channels_first")
@@ -464,9 +464,14 @@ def plainly_safe(call: Call, build: Build) -> bool:
     no empty dimension (a 3-D transpose crashes on one), and with oneDNN also the exact
     rank, no unknown dimension, and every spatial size at least the kernel's (no single
     window reaching into padding). Without oneDNN a wrong rank or a kernel that does not
-    fit is TensorFlow's own error, not a wrong answer."""
+    fit is TensorFlow's own error, not a wrong answer. Where the build crashes on explicit
+    padding (TF 2.16-2.19) or answers impossible transpose shapes, neither is judged safe."""
     x, f = static_shape(call.input), static_shape(call.filter)
     if f is None or len(f) < 3:
+        return False
+    if not isinstance(call.padding, str) and build.has("padding_only_window_crash"):
+        return False
+    if call.spec.kind == "transpose" and build.has("impossible_transpose_output_answered"):
         return False
     spatial, last = len(f) - 2, call.channels_last()
     ones = [1] * spatial

@@ -277,7 +277,7 @@ def _repair_and_run(
     redetect: bool,
     repairs: list[tuple[Problem, Repair]],
 ) -> Any:
-    safe = not any(p.unsafe for p in problems)
+    safe = not any(p.dangerous for p in problems)
     handled: set[str] = set()
     current = run.call
     try:

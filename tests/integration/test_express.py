@@ -160,3 +160,14 @@ def test_odd_argument_types_go_to_the_general_path_instead_of_raising() -> None:
     assert not quick(x, K32, "SAME", [np.array([1, 1])] * 5)
     y = tf.nn.conv2d(x, K32, np.int64(1), "SAME")  # TensorFlow takes a NumPy stride
     assert y.shape == (1, 5, 5, 2)
+
+
+def test_an_odd_output_shape_gets_tensorflows_own_error_not_the_lanes() -> None:
+    # an array inside output_shape: the lane's check must not raise its own error
+    x, f = tf.ones([1, 3, 3, 8]), tf.ones([3, 3, 4, 8])
+    odd = [1, np.array([6, 6]), 6, 4]
+    with convfix.override(mode="off"), pytest.raises(Exception) as bare:
+        tf.nn.conv2d_transpose(x, f, odd, 2, "SAME")
+    with pytest.raises(Exception) as patched:
+        tf.nn.conv2d_transpose(x, f, odd, 2, "SAME")
+    assert (type(patched.value), str(patched.value)) == (type(bare.value), str(bare.value))

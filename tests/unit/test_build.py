@@ -44,7 +44,12 @@ def test_a_newer_tensorflow_keeps_every_bug_not_measured_gone() -> None:
 
 @pytest.mark.parametrize(
     ("version", "expected"),
-    [("2.16.2", (2, 16)), ("2.21.0-rc1", (2, 21)), ("2.9.0", (2, 9)), ("nightly", NEWEST_MEASURED)],
+    [
+        ("2.16.2", (2, 16)),
+        ("2.21.0-rc1", (2, 21)),
+        ("2.30.1", (2, 30)),
+        ("nightly", NEWEST_MEASURED),
+    ],
 )
 def test_versions_are_read_as_major_minor(version: str, expected: tuple[int, int]) -> None:
     assert build_of(version, True).tensorflow == expected
@@ -123,3 +128,23 @@ def test_the_readmes_hazard_table_lists_every_bug() -> None:
     table = readme[readme.index("**Hazards by build.**") :]
     for bug in BUGS:
         assert f"| `{bug.name}`" in table, bug.name
+
+
+def test_a_tensorflow_older_than_the_oldest_measured_gets_every_rule_of_the_oldest() -> None:
+    # convfix still patches TF 2.11 ("untested"): it must not lose its guard there
+    older = build_of("2.11.0", True)
+    assert older.tensorflow == (2, 12)
+    assert older.bugs == Build((2, 12), True).bugs
+    assert older.has("rank_aborts")
+
+
+def test_plainly_safe_never_clears_what_the_build_crashes_on() -> None:
+    # the pipeline's fallback when the guard itself failed: explicit padding on TF 2.17
+    # with oneDNN, a transpose where oneDNN answers impossible shapes
+    call = bind(
+        "conv2d", tensor(2, 3, 1, 2), tensor(1, 1, 2, 3), 1, [[0, 0], [0, 0], [1, 1], [0, 0]]
+    )
+    assert rules.plainly_safe(call, build(True, (2, 21)))
+    assert not rules.plainly_safe(call, build(True, (2, 17)))
+    transpose = bind("conv2d_transpose", tensor(1, 3, 3, 8), tensor(3, 3, 4, 8), [1, 3, 3, 4], 1)
+    assert not rules.plainly_safe(transpose, build(True, (2, 21)))

@@ -331,3 +331,21 @@ def test_a_repair_by_default_changes_only_the_call() -> None:
     repair = Repair(call, "use_same_padding", {"padding": "SAME"})
     # then it has no finishing step, no rewrites and runs nothing itself
     assert (repair.finish, repair.rewrites, repair.run) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("hazard", "unsafe", "dangerous"),
+    [
+        ("abort", True, True),
+        ("garbage", True, True),
+        ("unclear", True, False),
+        ("answered", False, False),
+    ],
+)
+def test_an_unclear_error_is_refused_but_is_a_safe_fallback(
+    hazard: str, unsafe: bool, dangerous: bool
+) -> None:
+    # unclear: TensorFlow only raises (an error that does not say why), so convfix refuses
+    # it in its own words, yet may fall back to it when its own repair fails
+    problem = Problem("r", "guard", hazard, "m", {})  # type: ignore[arg-type]
+    assert (problem.unsafe, problem.dangerous) == (unsafe, dangerous)

@@ -212,7 +212,6 @@ def make_quick_check(spec: OpSpec, caps: Capabilities, memory: Memory) -> Quick 
         return None  # oneDNN's Conv3D needs its dilations checked: the fast check does
     rank = spec.spatial + 2
     if spec.kind == "transpose":  # TensorFlow checks output_shape itself, but see below
-
         is_int = int.__instancecheck__
 
         def transpose(x: Any, f: Any, padding: Any, strides: Any, out: Any) -> bool:

@@ -1,7 +1,8 @@
 """dtype: input and filter of different dtypes, or a dtype the op has no kernel for.
 
 Repair: cast to one dtype (``target``), run, and optionally cast the result back to the
-input's dtype (``output = "input"``). Exact: a cast of the operands, nothing else.
+input's dtype (``output = "input"``). Exact as documented: the convolution of the operands
+as cast, nothing else; a cast to a narrower dtype rounds them (see the default below).
 Arrays and lists are left to TensorFlow's own conversion (it converts them to the other
 operand's dtype), so calls TensorFlow already handles stay bit-identical.
 
@@ -9,7 +10,8 @@ The default target, ``"policy"``, is the dtype the model computes in, as Keras c
 layer's inputs: the calling Keras layer's ``compute_dtype``, else Keras' global dtype
 policy's compute dtype (so mixed precision gives float16), float32 when no Keras is
 loaded. The next op of the network then gets the dtype it expects; the price is that a
-float64 operand loses its extra precision (``"promote"`` keeps it, in float64).
+float64 operand loses its extra precision (``"promote"`` keeps it, in float64), and under
+a global mixed_float16 policy a float32 operand is rounded to float16 too.
 """
 
 from __future__ import annotations

@@ -383,3 +383,27 @@ def test_both_checks_clear_a_healthy_call_so_the_property_is_not_vacuous(build: 
     assert fast(args, kwargs)
     assert quick is not None
     assert quick(call.input, call.filter, call.padding, call.strides)
+
+
+@pytest.mark.parametrize(("wanted", "cleared"), [(4, True), (5, True), (3, False)])
+def test_a_one_position_valid_transpose_is_cleared_when_it_asks_for_the_kernel_or_more(
+    wanted: int, cleared: bool
+) -> None:
+    # DCGAN's first layer: a 1x1 input, kernel 4, VALID. With oneDNN a size below the
+    # kernel is answered silently (the guard refuses it); the kernel's size or more is
+    # TensorFlow's to answer or refuse, and the fast check clears it
+    build = BUILDS[1]
+    case = _float32(
+        "conv2d_transpose", (2, 1, 1, 8), (4, 4, 3, 8),
+        output_shape=[2, wanted, wanted, 3], strides=1, padding="VALID",
+    )  # fmt: skip
+    args, kwargs = case.arguments()
+    caps = _caps(build)
+    fast = make_fast_check(
+        V2_SPECS["conv2d_transpose"], case.function, caps, FilterShapes(caps), Memory()
+    )
+    assert fast(args, kwargs) is cleared
+    if not cleared:
+        assert [p.reason for p in _unsafe(_bind(case, args, kwargs), build)] == [
+            "impossible_output_shape"
+        ]
